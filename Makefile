@@ -1,0 +1,40 @@
+# k3s-ha: two commands on a fresh machine (as root, for the lab):
+#   make demo   - venv + dependencies, lab up, deploy the HA cluster into it, show status
+#   make test   - venv + dependencies, every test (unit and lab)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+FAB    := $(VENV)/bin/fab
+
+.PHONY: venv lab-deps demo test unit lab-test down clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+lab-deps:
+	bash scripts/install-lab-deps.sh
+
+demo: venv lab-deps
+	$(FAB) lab.up
+	$(FAB) cluster.deploy --yes
+	$(FAB) cluster.status
+
+test: venv lab-deps
+	$(PY) -m pytest -q -rs
+
+unit: venv
+	$(PY) -m pytest -q -m "not lab"
+
+lab-test: venv lab-deps
+	$(PY) -m pytest -q -rs -m lab
+
+down: venv
+	$(FAB) lab.down
+
+clean: down
+	rm -rf $(VENV)

@@ -1,0 +1,12 @@
+"""k3s-ha: build a highly available k3s cluster over SSH, and prove it survives failures.
+
+`fab -l` lists the tasks; `fab --help TASK` documents each option.
+The inventory is hosts.toml (or the file named by K3S_HA_INVENTORY).
+"""
+from invoke import Collection
+
+from tasks import cluster
+
+ns = Collection()
+for mod in (cluster,):
+    ns.add_collection(Collection.from_module(mod))

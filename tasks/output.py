@@ -1,0 +1,219 @@
+"""What the operator sees: per-host step lines, the recap table, and the task boundary.
+
+`k3s_task` wraps invoke's @task: expected failures (K3sHaError) become a one-paragraph
+message and an exit code, never a traceback. `Run` is one task invocation: it loads the
+inventory, opens connections, runs a function per host (in parallel), prints step lines
+and, at the end, a recap of host x step with ok / changed / failed, like Ansible's.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Iterator
+
+from fabric import Connection
+from invoke import Context, Exit, task
+from tabulate import tabulate
+
+from . import inventory as inventory_mod
+from .errors import ConnectError, K3sHaError, StepFailed
+from .inventory import Host, Inventory
+from .remote import connect, fan_out, is_dry, open_checked
+
+log = logging.getLogger("k3sha")
+_print_lock = threading.Lock()
+
+OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
+
+
+def say(msg: str) -> None:
+    with _print_lock:
+        print(msg, flush=True)
+
+
+def k3s_task(*args: Any, **kwargs: Any) -> Callable:
+    """Like invoke.task, plus: project errors -> clean message + exit code."""
+
+    def deco(fn: Callable) -> Any:
+        @functools.wraps(fn)
+        def wrapper(c: Context, *a: Any, **kw: Any) -> Any:
+            if c.config.get("debug") or logging.getLogger().isEnabledFor(logging.DEBUG):
+                logging.getLogger("k3sha").setLevel(logging.DEBUG)
+            try:
+                return fn(c, *a, **kw)
+            except K3sHaError as e:
+                raise Exit(f"error: {e}", code=e.exit_code) from None
+            except KeyboardInterrupt:
+                raise Exit("interrupted", code=130) from None
+
+        return task(*args, **kwargs)(wrapper)
+
+    if len(args) == 1 and callable(args[0]) and not kwargs:
+        fn = args[0]
+        args = ()
+        return deco(fn)
+    return deco
+
+
+class Run:
+    """One task run: inventory, connections, step lines and the recap."""
+
+    def __init__(self, c: Context, title: str, *, dry: bool = False, yes: bool = False,
+                 inv: Inventory | None = None):
+        self.c = c
+        self.title = title
+        self.inv = inv or inventory_mod.load()
+        if dry:
+            c.config.run.dry = True
+        self.dry = bool(c.config.run.dry)
+        self.yes = yes
+        self.results: "OrderedDict[tuple[str, str], str]" = OrderedDict()
+        self.notes: dict[str, str] = {}
+        self._conns: dict[str, Connection] = {}
+        self._lock = threading.Lock()
+        if self.dry:
+            say(f"{title}: DRY RUN, nothing will be changed")
+
+    # connections
+    def conn(self, host: Host) -> Connection:
+        with self._lock:
+            if host.name not in self._conns:
+                self._conns[host.name] = connect(self.inv, host, self.c.config)
+            conn = self._conns[host.name]
+        if not conn.is_connected:
+            open_checked(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            try:
+                conn.close()
+            except Exception:  # pragma: no cover
+                pass
+        self._conns.clear()
+
+    # steps
+    def record(self, host: Host | str, step: str, status: str, note: str = "") -> None:
+        name = host if isinstance(host, str) else host.name
+        with self._lock:
+            self.results[(name, step)] = status
+        say(f"  {name:<22} {step:<34} {status}{(' - ' + note) if note else ''}")
+
+    def step(self, host: Host, step: str, fn: Callable[[], Any]) -> Any:
+        """Run one idempotent step; fn returns True when it changed something."""
+        try:
+            res = fn()
+        except Exception:
+            self.record(host, step, FAILED)
+            raise
+        self.record(host, step, CHANGED if res else OK)
+        return res
+
+    def each(self, hosts: list[Host], fn: Callable[[Connection, Host], Any],
+             *, parallel: bool = True, connect_first: bool = True) -> dict[str, Any]:
+        """fn(conn, host) on every host; failures are collected per host, then raised together."""
+
+        def one(h: Host) -> Any:
+            conn = self.conn(h) if connect_first else None
+            return fn(conn, h)  # type: ignore[arg-type]
+
+        results = fan_out(hosts, one, parallel=parallel)
+        failures = []
+        out: dict[str, Any] = {}
+        for h, (ok, val) in results.items():
+            if ok:
+                out[h.name] = val
+            else:
+                failures.append((h, val))
+                if not any(k[0] == h.name for k in self.results):
+                    self.record(h, "connect" if isinstance(val, ConnectError) else "run", FAILED)
+                self.notes[h.name] = str(val)
+        if failures:
+            raise _Failures(failures)
+        return out
+
+    # recap
+    def recap(self) -> str:
+        steps = list(OrderedDict.fromkeys(s for _, s in self.results))
+        hosts = list(OrderedDict.fromkeys(h for h, _ in self.results))
+        if not hosts:
+            return ""
+        rows = []
+        for h in hosts:
+            row = [h]
+            counts = {OK: 0, CHANGED: 0, FAILED: 0}
+            for s in steps:
+                v = self.results.get((h, s), "")
+                row.append(v)
+                if v in counts:
+                    counts[v] += 1
+            row.append(f"ok={counts[OK]} changed={counts[CHANGED]} failed={counts[FAILED]}")
+            rows.append(row)
+        if len(steps) > 6:  # wide runs: summary only
+            rows = [[r[0], r[-1]] for r in rows]
+            return tabulate(rows, headers=["host", "recap"], tablefmt="simple")
+        return tabulate(rows, headers=["host"] + steps + ["recap"], tablefmt="simple")
+
+    @property
+    def changed(self) -> bool:
+        return any(v == CHANGED for v in self.results.values())
+
+
+class _Failures(K3sHaError):
+    def __init__(self, failures: list[tuple[Host, BaseException]]):
+        self.failures = failures
+        codes = {getattr(e, "exit_code", 1) for _, e in failures}
+        self.exit_code = 3 if codes == {3} else 1
+        lines = [f"{len(failures)} host(s) failed:"]
+        for h, e in failures:
+            msg = str(e) if isinstance(e, K3sHaError) else f"{type(e).__name__}: {e}"
+            lines.append(f"  {h.name}: {msg}")
+        super().__init__("\n".join(lines))
+
+
+def run_session(c: Context, title: str, **kw: Any) -> "_Session":
+    return _Session(c, title, **kw)
+
+
+class _Session:
+    """Context manager: `with run_session(c, "db.install") as r:` prints the recap on exit."""
+
+    def __init__(self, c: Context, title: str, **kw: Any):
+        self.c, self.title, self.kw = c, title, kw
+        self.run: Run | None = None
+
+    def __enter__(self) -> Run:
+        self.run = Run(self.c, self.title, **self.kw)
+        say(f"{self.title} ({self.run.inv.path.name})")
+        return self.run
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+        assert self.run is not None
+        self.run.close()
+        table = self.run.recap()
+        if table:
+            say("\nRECAP " + self.title + "\n" + table)
+        if et is None:
+            if self.run.dry:
+                say("dry run: nothing was changed")
+            elif self.run.results and not self.run.changed:
+                say("no changes: everything was already in place")
+        if et is not None and issubclass(et, K3sHaError):
+            return None  # propagate to k3s_task for the message/exit code
+        return None
+
+
+def iter_rows(rows: list[dict[str, Any]], cols: list[str]) -> Iterator[list[Any]]:
+    for r in rows:
+        yield [r.get(c, "") for c in cols]
+
+
+def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    return tabulate(list(iter_rows(rows, cols)), headers=cols, tablefmt="simple")
+
+
+__all__ = ["k3s_task", "Run", "run_session", "say", "table", "OK", "CHANGED", "FAILED",
+           "StepFailed", "is_dry", "sys"]

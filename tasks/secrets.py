@@ -1,0 +1,140 @@
+"""Secrets and prompts.
+
+A secret NAME (e.g. "replication_password") is looked up, in order, in:
+  1. the environment variable K3S_HA_<NAME upper-cased> (K3S_HA_REPLICATION_PASSWORD);
+  2. the secrets file ([secrets] file in the inventory, or K3S_HA_SECRETS), which must be
+     mode 0600 and owned by us (refused otherwise);
+  3. a questionary password prompt (with confirmation when the secret is first set),
+     saved to the secrets file when [secrets] save_prompted is true.
+Non-interactive runs (no TTY, or --yes) never prompt: a missing secret fails naming the
+variable to set. Values are never printed, logged or put in argv.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import questionary
+
+from .errors import InputError, SecretMissing
+from .inventory import Inventory
+
+DESCRIPTIONS = {
+    "db_admin_password": "password of the k3s-ha admin user on the databases",
+    "replication_password": "password of the replication user",
+    "k3s_db_password": "password of the k3s datastore user",
+    "k3s_token": "k3s server token (K10...::server:...)",
+}
+
+
+def env_name(name: str) -> str:
+    return "K3S_HA_" + name.upper()
+
+
+def secrets_path(inv: Inventory | None) -> Path | None:
+    env = os.environ.get("K3S_HA_SECRETS")
+    if env:
+        return Path(env).expanduser()
+    if inv is not None and inv.secrets.get("file"):
+        return inv.resolve_path(inv.secrets["file"])
+    return None
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    """Parse the secrets file after checking it is private (0600, ours)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return {}
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise InputError(f"{path}: secrets file is readable by others "
+                         f"(mode {stat.S_IMODE(st.st_mode):04o}); refusing to use it. "
+                         f"Fix: chmod 600 {path}")
+    if st.st_uid != os.getuid():
+        raise InputError(f"{path}: secrets file belongs to uid {st.st_uid}, not to you; "
+                         "refusing to use it. Fix: chown it to the user running fab")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path}: invalid TOML in the secrets file: {e}") from None
+    return {k: str(v) for k, v in data.items()}
+
+
+def _toml_escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def write_secret(path: Path, name: str, value: str) -> None:
+    """Add or replace one secret in the file, keeping it 0600 from creation on."""
+    data = read_secrets_file(path)
+    data[name] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        for k, v in sorted(data.items()):
+            f.write(f'{k} = "{_toml_escape(v)}"\n')
+    os.replace(tmp, path)
+
+
+def interactive(yes: bool = False) -> bool:
+    return not yes and sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def get_secret(name: str, inv: Inventory | None = None, *, yes: bool = False,
+               confirm_new: bool = True, prompt_anyway: bool = False) -> str:
+    """The secret NAME from env, secrets file or a prompt (see module doc)."""
+    env = os.environ.get(env_name(name))
+    if env:
+        return env
+    path = secrets_path(inv)
+    if path is not None:
+        val = read_secrets_file(path).get(name)
+        if val:
+            return val
+    desc = DESCRIPTIONS.get(name, name.replace("_", " "))
+    if not (interactive(yes) or prompt_anyway):
+        where = f" or add {name} to {path} (mode 0600)" if path else ""
+        raise SecretMissing(f"the {desc} is needed and this run cannot ask for it "
+                            f"({'--yes' if yes else 'no terminal'}). "
+                            f"Fix: set {env_name(name)}{where}")
+    value = ask_password(f"{desc[0].upper() + desc[1:]}:")
+    if confirm_new:
+        again = ask_password("Again, to confirm:")
+        if again != value:
+            raise InputError(f"the two entries of the {desc} differ; nothing was changed. "
+                             "Fix: run again and type the same value twice")
+    if not value:
+        raise InputError(f"the {desc} is empty. Fix: give a non-empty value")
+    if path is not None and inv is not None and inv.secrets.get("save_prompted"):
+        write_secret(path, name, value)
+    return value
+
+
+def ask_password(message: str) -> str:
+    return str(questionary.password(message).unsafe_ask())
+
+
+def ask_text(message: str, default: str = "") -> str:
+    return str(questionary.text(message, default=default).unsafe_ask())
+
+
+def confirm(message: str, *, yes: bool = False, default: bool = True) -> bool:
+    """Ask before a step; --yes answers `default` without asking. No TTY without --yes fails."""
+    if yes:
+        return default
+    if not interactive():
+        raise SecretMissing(f"'{message}' needs an answer and there is no terminal. "
+                            "Fix: run with --yes")
+    return bool(questionary.confirm(message, default=default).unsafe_ask())
+
+
+def mask(text: str, *secrets: Any) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(str(s), "***")
+    return text
