@@ -1,0 +1,79 @@
+"""The fab command line: namespaces, documented options, clean errors."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAB = [sys.executable, "-m", "fabric"]  # same as the `fab` script
+
+
+def fab(*args, env=None, timeout=60):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
+    e.update(env or {})
+    return subprocess.run(FAB + list(args), cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=e, stdin=subprocess.DEVNULL)
+
+
+def collection():
+    sys.path.insert(0, str(ROOT))
+    import fabfile
+
+    return fabfile.ns
+
+
+def all_tasks():
+    ns = collection()
+    out = []
+    for name in ns.task_names:
+        out.append((name, ns[name]))
+    return out
+
+
+def test_fab_lists_namespaces():
+    p = fab("-l")
+    assert p.returncode == 0, p.stderr
+    for nsname in {n.split(".")[0] for n, _ in all_tasks()}:
+        assert f"{nsname}." in p.stdout
+    assert "cluster.check" in p.stdout
+
+
+@pytest.mark.parametrize("name,task", all_tasks(), ids=[n for n, _ in all_tasks()])
+def test_every_task_documents_every_option(name, task):
+    assert task.__doc__ and task.__doc__.strip(), f"{name} has no docstring"
+    missing = [a.name for a in task.get_arguments() if not a.help]
+    assert not missing, f"{name}: options without help: {missing}"
+
+
+def test_help_shows_options():
+    p = fab("--help", "cluster.check")
+    assert p.returncode == 0 and "--yes" in p.stdout and "never prompt" in p.stdout
+
+
+def test_broken_inventory_fails_cleanly(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text((ROOT / "hosts.toml").read_text().replace('roles = ["db"]', 'roles = ["dbb"]'))
+    p = fab("cluster.check", "--yes", env={"K3S_HA_INVENTORY": str(bad)})
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    out = p.stdout + p.stderr
+    assert "Traceback" not in out
+    assert "hosts.k3s-db-01.roles[0]" in out and "did you mean 'db'" in out
+    assert str(bad) in out
+
+
+def test_invalid_toml_fails_cleanly(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[hosts\n")
+    p = fab("cluster.check", env={"K3S_HA_INVENTORY": str(bad)})
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "line 1" in p.stderr
+
+
+def test_lab_inventory_refuses_when_lab_is_down(tmp_path):
+    """Lab addresses are never targeted unless routed through the lab's own interface."""
+    inv = tmp_path / "inv.toml"
+    inv.write_text((ROOT / "hosts.toml").read_text().replace('name = "kha"', 'name = "kzz"'))
+    p = fab("cluster.check", "--yes", env={"K3S_HA_INVENTORY": str(inv)})
+    assert p.returncode == 3
+    assert "not up" in p.stderr and "fab lab.up" in p.stderr and "Traceback" not in p.stderr

@@ -1,0 +1,210 @@
+"""Idempotent primitives, run against a real local shell in a scratch folder
+(LocalConn: the same commands Fabric would send, executed by invoke locally),
+and against invoke's MockContext where the exact command conversation matters."""
+import grp
+import os
+import pwd
+
+import pytest
+from invoke import Config, Context, MockContext, Result
+
+from tasks import remote
+from tasks.errors import StepFailed
+from tasks.inventory import Host
+
+USER = pwd.getpwuid(os.getuid()).pw_name
+GROUP = grp.getgrgid(os.getgid()).gr_name
+
+
+class LocalConn(Context):
+    """A stand-in for fabric.Connection that runs commands on this machine."""
+
+    def __init__(self, dry: bool = False):
+        cfg = Config(overrides={"run": {"dry": dry}})
+        super().__init__(config=cfg)
+        self.k3s_host = Host(name="local", address="127.0.0.1", roles=("db",))
+        self.user = "root"
+        self.host = "local"
+        self.commands: list[str] = []
+
+    def run(self, command, **kw):  # noqa: D401
+        self.commands.append(command)
+        return super().run(command, **kw)
+
+    def put(self, local, remote_path):
+        with open(remote_path, "wb") as f:
+            f.write(local.read())
+
+
+@pytest.fixture
+def conn():
+    return LocalConn()
+
+
+def _meta(**kw):
+    return dict(mode="0640", owner=USER, group=GROUP, **kw)
+
+
+def test_ensure_file_creates_then_reports_unchanged(tmp_path, conn):
+    target = tmp_path / "app.cfg"
+    assert remote.ensure_file(conn, str(target), "a = 1\n", **_meta()) is True
+    assert target.read_text() == "a = 1\n"
+    assert oct(target.stat().st_mode & 0o777) == "0o640"
+    n = len(conn.commands)
+    assert remote.ensure_file(conn, str(target), "a = 1\n", **_meta()) is False
+    # unchanged: only read-only probes ran (no install/mv)
+    assert not any(c.startswith(("install", "mv", "cp")) for c in conn.commands[n:])
+
+
+def test_ensure_file_keeps_backup_and_replaces_atomically(tmp_path, conn):
+    target = tmp_path / "app.cfg"
+    target.write_text("old\n")
+    os.chmod(target, 0o640)
+    assert remote.ensure_file(conn, str(target), "new\n", **_meta()) is True
+    assert target.read_text() == "new\n"
+    assert (tmp_path / "app.cfg.bak").read_text() == "old\n"
+    assert not list(tmp_path.glob("*.k3sha-new"))
+
+
+def test_validator_failure_leaves_live_file_untouched(tmp_path, conn):
+    target = tmp_path / "haproxy.cfg"
+    target.write_text("good\n")
+    with pytest.raises(StepFailed) as ei:
+        remote.ensure_file(conn, str(target), "bad line 3\n", **_meta(),
+                           validate="sh -c 'echo \"[ALERT] parsing line 3\" >&2; exit 1' %s")
+    assert target.read_text() == "good\n"
+    assert "line 3" in str(ei.value) and "untouched" in str(ei.value)
+    assert not list(tmp_path.glob("*.k3sha-new"))
+    assert not (tmp_path / "haproxy.cfg.bak").exists()
+
+
+def test_validator_sees_the_staged_copy(tmp_path, conn):
+    target = tmp_path / "x.cfg"
+    remote.ensure_file(conn, str(target), "ok\n", **_meta(), validate="grep -q ok %s")
+    assert target.read_text() == "ok\n"
+
+
+def test_dry_run_changes_nothing_and_shows_diff(tmp_path, capsys):
+    conn = LocalConn(dry=True)
+    target = tmp_path / "x.cfg"
+    target.write_text("timeout 1s\n")
+    os.chmod(target, 0o640)
+    assert remote.ensure_file(conn, str(target), "timeout 5s\n", **_meta()) is True
+    out = capsys.readouterr().out
+    assert "-timeout 1s" in out and "+timeout 5s" in out
+    assert target.read_text() == "timeout 1s\n"
+    assert remote.ensure_dir(conn, str(tmp_path / "newdir"), mode="0750", owner=USER,
+                             group=GROUP) is True
+    assert not (tmp_path / "newdir").exists()
+
+
+def test_dry_run_hides_secret_content(tmp_path, capsys):
+    conn = LocalConn(dry=True)
+    remote.ensure_file(conn, str(tmp_path / "s.env"), "PASSWORD=hunter2\n", **_meta(),
+                       secret=True)
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "secret" in out
+
+
+def test_mode_only_change_is_fixed(tmp_path, conn):
+    target = tmp_path / "x"
+    target.write_text("same\n")
+    os.chmod(target, 0o644)
+    assert remote.ensure_file(conn, str(target), "same\n", **_meta()) is True
+    assert oct(target.stat().st_mode & 0o777) == "0o640"
+
+
+def test_ensure_dir(tmp_path, conn):
+    d = tmp_path / "logs"
+    assert remote.ensure_dir(conn, str(d), mode="0750", owner=USER, group=GROUP) is True
+    assert d.is_dir() and oct(d.stat().st_mode & 0o777) == "0o750"
+    assert remote.ensure_dir(conn, str(d), mode="0750", owner=USER, group=GROUP) is False
+
+
+def test_secret_goes_through_stdin_not_argv(conn):
+    res = remote.sh(conn, "cat", stdin="s3cret-value", write=False)
+    assert res.stdout == "s3cret-value"
+    assert all("s3cret" not in c for c in conn.commands)
+
+
+def test_failed_command_names_host_and_command(conn):
+    with pytest.raises(StepFailed) as ei:
+        remote.sh(conn, "echo boom >&2; exit 7")
+    assert "local" in str(ei.value) and "exited 7" in str(ei.value) and "boom" in str(ei.value)
+
+
+def test_probe_exit_codes(conn):
+    assert remote.probe(conn, "true") == 0
+    assert remote.probe(conn, "false") == 1
+    with pytest.raises(StepFailed):
+        remote.probe(conn, "exit 3")
+
+
+# ---- MockContext: the exact conversation for packages and services
+
+def _mock(results: dict) -> MockContext:
+    c = MockContext(run=results, config=Config(overrides={"run": {"dry": False}}))
+    c.k3s_host = Host(name="db1", address="192.0.2.1", roles=("db",))
+    c.user = "root"
+    return c
+
+
+OS_RELEASE_CMD = "test -e /etc/os-release && base64 -w0 /etc/os-release"
+DEBIAN = __import__("base64").b64encode(b'ID=debian\nVERSION_ID="12"\n').decode()
+DPKG = ("dpkg-query -W -f='${Package} ${db:Status-Status}\\n' haproxy keepalived 2>/dev/null")
+
+
+def test_ensure_packages_no_index_update_when_all_present():
+    c = _mock({OS_RELEASE_CMD: Result(DEBIAN),
+               DPKG: Result("haproxy installed\nkeepalived installed\n")})
+    assert remote.ensure_packages(c, ["haproxy", "keepalived"]) is False
+    # any apt-get call would have raised NotImplementedError in MockContext
+
+
+def test_ensure_packages_installs_only_missing():
+    c = _mock({OS_RELEASE_CMD: Result(DEBIAN),
+               DPKG: Result("haproxy installed\n"),
+               "DEBIAN_FRONTEND=noninteractive apt-get update -q": Result(""),
+               "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o "
+               "Dpkg::Options::=--force-confold keepalived": Result("")})
+    assert remote.ensure_packages(c, ["haproxy", "keepalived"]) is True
+
+
+def test_ensure_service_untouched_when_running_and_unchanged():
+    c = _mock({"systemctl is-enabled haproxy": Result("enabled\n"),
+               "systemctl is-active haproxy": Result("active\n")})
+    assert remote.ensure_service(c, "haproxy") is False
+
+
+def test_ensure_service_reloads_on_change():
+    c = _mock({"systemctl is-enabled haproxy": Result("enabled\n"),
+               "systemctl is-active haproxy": Result("active\n"),
+               "systemctl reload haproxy": Result("")})
+    # "systemctl restart haproxy" is not in the mock: calling it would raise
+    assert remote.ensure_service(c, "haproxy", changed_inputs=True, reload=True) is True
+
+
+def test_os_family_parsing():
+    assert remote.parse_os_family('ID=ubuntu\nID_LIKE=debian\n') == "debian"
+    assert remote.parse_os_family('ID="rocky"\nID_LIKE="rhel centos fedora"\n') == "redhat"
+    with pytest.raises(Exception):
+        remote.parse_os_family("ID=alpine\n")
+
+
+def test_non_root_user_gets_sudo(tmp_path):
+    c = _mock({"sudo -n sh -c 'id -u'": Result("0\n")})
+    c.user = "deploy"
+    assert remote.sh(c, "id -u", write=False).stdout == "0\n"
+
+
+def test_fan_out_reports_every_failure():
+    def fn(x):
+        if x % 2:
+            raise RuntimeError(f"odd {x}")
+        return x * 10
+
+    res = remote.fan_out([1, 2, 3, 4], fn)
+    assert res[2] == (True, 20) and res[4] == (True, 40)
+    assert not res[1][0] and "odd 1" in str(res[1][1])
+    assert not res[3][0] and "odd 3" in str(res[3][1])
+
