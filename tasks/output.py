@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Iterator
@@ -19,9 +18,9 @@ from invoke import Context, Exit, task
 from tabulate import tabulate
 
 from . import inventory as inventory_mod
-from .errors import ConnectError, K3sHaError, StepFailed
+from .errors import ConnectError, K3sHaError
 from .inventory import Host, Inventory
-from .remote import connect, fan_out, is_dry, open_checked
+from .remote import connect, fan_out, open_checked
 
 log = logging.getLogger("k3sha")
 _print_lock = threading.Lock()
@@ -40,7 +39,10 @@ def k3s_task(*args: Any, **kwargs: Any) -> Callable:
     def deco(fn: Callable) -> Any:
         @functools.wraps(fn)
         def wrapper(c: Context, *a: Any, **kw: Any) -> Any:
-            if c.config.get("debug") or logging.getLogger().isEnabledFor(logging.DEBUG):
+            if logging.getLogger().isEnabledFor(logging.DEBUG):  # fab --debug
+                # show our commands (secrets masked), not paramiko's packet dumps
+                for noisy in ("paramiko", "invoke", "fabric"):
+                    logging.getLogger(noisy).setLevel(logging.WARNING)
                 logging.getLogger("k3sha").setLevel(logging.DEBUG)
             try:
                 return fn(c, *a, **kw)
@@ -116,6 +118,15 @@ class Run:
              *, parallel: bool = True, connect_first: bool = True) -> dict[str, Any]:
         """fn(conn, host) on every host; failures are collected per host, then raised together."""
 
+        if connect_first and self.inv.is_lab and hosts:
+            from .remote import lab_route_ok
+
+            if not lab_route_ok(self.inv, hosts[0].address):
+                raise ConnectError(
+                    f"the lab '{self.inv.lab['name']}' is not up (no route to "
+                    f"{hosts[0].address} via {self.inv.lab['name']}-op); refusing to send lab "
+                    "traffic elsewhere. Fix: fab lab.up")
+
         def one(h: Host) -> Any:
             conn = self.conn(h) if connect_first else None
             return fn(conn, h)  # type: ignore[arg-type]
@@ -170,7 +181,7 @@ class _Failures(K3sHaError):
         lines = [f"{len(failures)} host(s) failed:"]
         for h, e in failures:
             msg = str(e) if isinstance(e, K3sHaError) else f"{type(e).__name__}: {e}"
-            lines.append(f"  {h.name}: {msg}")
+            lines.append(f"  {msg}" if msg.startswith(h.name) else f"  {h.name}: {msg}")
         super().__init__("\n".join(lines))
 
 
@@ -214,6 +225,3 @@ def iter_rows(rows: list[dict[str, Any]], cols: list[str]) -> Iterator[list[Any]
 def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return tabulate(list(iter_rows(rows, cols)), headers=cols, tablefmt="simple")
 
-
-__all__ = ["k3s_task", "Run", "run_session", "say", "table", "OK", "CHANGED", "FAILED",
-           "StepFailed", "is_dry", "sys"]

@@ -208,3 +208,9 @@ def test_fan_out_reports_every_failure():
     assert not res[1][0] and "odd 1" in str(res[1][1])
     assert not res[3][0] and "odd 3" in str(res[3][1])
 
+
+
+def test_debug_log_shows_commands_with_secret_masked(conn, caplog):
+    caplog.set_level("DEBUG", logger="k3sha")
+    remote.sh(conn, "echo 'user=k3s password=HUNTER2' >/dev/null", write=False, mask="HUNTER2")
+    assert "password=***" in caplog.text and "HUNTER2" not in caplog.text
