@@ -5,8 +5,8 @@ The inventory is hosts.toml (or the file named by K3S_HA_INVENTORY).
 """
 from invoke import Collection
 
-from tasks import cluster
+from tasks import cluster, db
 
 ns = Collection()
-for mod in (cluster,):
+for mod in (cluster, db):
     ns.add_collection(Collection.from_module(mod))

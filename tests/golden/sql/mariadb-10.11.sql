@@ -1,0 +1,48 @@
+-- MariaDB 10.11.6
+-- replica, first run from coordinates
+CHANGE MASTER TO MASTER_HOST='10.0.0.32', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='pw\'x', MASTER_LOG_FILE='mysql-bin.000002', MASTER_LOG_POS=869
+-- replica with GTID
+CHANGE MASTER TO MASTER_HOST='10.0.0.32', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='pw', MASTER_USE_GTID=slave_pos
+-- credentials repair (keeps coordinates)
+CHANGE MASTER TO MASTER_USER='repl', MASTER_PASSWORD='pw'
+START REPLICA
+STOP REPLICA
+STOP REPLICA IO_THREAD
+SHOW REPLICA STATUS
+SHOW MASTER STATUS
+-- semi-sync
+SET GLOBAL rpl_semi_sync_master_enabled = ON
+SET GLOBAL rpl_semi_sync_slave_enabled = ON
+SET GLOBAL rpl_semi_sync_master_timeout = 10000
+SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC
+-- semi-sync config lines
+rpl_semi_sync_master_enabled = ON
+rpl_semi_sync_slave_enabled = ON
+rpl_semi_sync_master_timeout = 10000
+rpl_semi_sync_master_wait_point = AFTER_SYNC
+-- users
+SET SESSION sql_log_bin = 0
+CREATE USER IF NOT EXISTS 'k3sha_admin'@'127.0.0.1' IDENTIFIED BY 'adm'
+GRANT ALL PRIVILEGES ON *.* TO 'k3sha_admin'@'127.0.0.1' WITH GRANT OPTION
+CREATE USER IF NOT EXISTS 'k3sha_admin'@'localhost' IDENTIFIED BY 'adm'
+GRANT ALL PRIVILEGES ON *.* TO 'k3sha_admin'@'localhost' WITH GRANT OPTION
+CREATE USER IF NOT EXISTS 'repl'@'10.0.0.32' IDENTIFIED BY 'pw'
+ALTER USER 'repl'@'10.0.0.32' IDENTIFIED BY 'pw'
+GRANT REPLICATION SLAVE ON *.* TO 'repl'@'10.0.0.32'
+CREATE USER IF NOT EXISTS 'haproxy-check'@'10.0.0.21'
+CREATE USER IF NOT EXISTS 'haproxy-check'@'10.0.0.22'
+-- caveat: None
+CREATE DATABASE IF NOT EXISTS `k3s`
+CREATE USER IF NOT EXISTS 'k3s'@'10.0.0.21' IDENTIFIED BY 'k3spw'
+ALTER USER 'k3s'@'10.0.0.21' IDENTIFIED BY 'k3spw'
+GRANT ALL PRIVILEGES ON `k3s`.* TO 'k3s'@'10.0.0.21'
+FLUSH HOSTS
+-- secure
+SET SESSION sql_log_bin = 0
+DROP USER IF EXISTS ''@'localhost'
+DROP USER IF EXISTS 'root'@'%'
+DROP DATABASE IF EXISTS test
+DELETE FROM mysql.db WHERE Db = 'test' OR Db = 'test\\_%'
+FLUSH PRIVILEGES
+-- seed
+mariadb-dump --single-transaction --master-data=2 --routines --events --triggers --databases k3s app

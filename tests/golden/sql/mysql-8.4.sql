@@ -1,0 +1,52 @@
+-- MySQL 8.4.3
+-- replica, first run from coordinates
+CHANGE REPLICATION SOURCE TO SOURCE_HOST='10.0.0.32', SOURCE_PORT=3306, SOURCE_USER='repl', SOURCE_PASSWORD='pw\'x', SOURCE_LOG_FILE='mysql-bin.000002', SOURCE_LOG_POS=869, GET_SOURCE_PUBLIC_KEY=1
+-- replica with GTID
+CHANGE REPLICATION SOURCE TO SOURCE_HOST='10.0.0.32', SOURCE_PORT=3306, SOURCE_USER='repl', SOURCE_PASSWORD='pw', SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1
+-- credentials repair (keeps coordinates)
+CHANGE REPLICATION SOURCE TO SOURCE_USER='repl', SOURCE_PASSWORD='pw'
+START REPLICA
+STOP REPLICA
+STOP REPLICA IO_THREAD
+SHOW REPLICA STATUS
+SHOW BINARY LOG STATUS
+-- semi-sync
+INSTALL PLUGIN rpl_semi_sync_source SONAME 'semisync_source.so'
+INSTALL PLUGIN rpl_semi_sync_replica SONAME 'semisync_replica.so'
+SET GLOBAL rpl_semi_sync_source_enabled = ON
+SET GLOBAL rpl_semi_sync_replica_enabled = ON
+SET GLOBAL rpl_semi_sync_source_timeout = 10000
+SET GLOBAL rpl_semi_sync_source_wait_point = AFTER_SYNC
+-- semi-sync config lines
+plugin_load_add = semisync_source.so
+plugin_load_add = semisync_replica.so
+loose_rpl_semi_sync_source_enabled = ON
+loose_rpl_semi_sync_replica_enabled = ON
+loose_rpl_semi_sync_source_timeout = 10000
+loose_rpl_semi_sync_source_wait_point = AFTER_SYNC
+-- users
+SET SESSION sql_log_bin = 0
+CREATE USER IF NOT EXISTS 'k3sha_admin'@'127.0.0.1' IDENTIFIED BY 'adm'
+GRANT ALL PRIVILEGES ON *.* TO 'k3sha_admin'@'127.0.0.1' WITH GRANT OPTION
+CREATE USER IF NOT EXISTS 'k3sha_admin'@'localhost' IDENTIFIED BY 'adm'
+GRANT ALL PRIVILEGES ON *.* TO 'k3sha_admin'@'localhost' WITH GRANT OPTION
+CREATE USER IF NOT EXISTS 'repl'@'10.0.0.32' IDENTIFIED BY 'pw'
+ALTER USER 'repl'@'10.0.0.32' IDENTIFIED BY 'pw'
+GRANT REPLICATION SLAVE ON *.* TO 'repl'@'10.0.0.32'
+CREATE USER IF NOT EXISTS 'haproxy-check'@'10.0.0.21' IDENTIFIED WITH mysql_native_password
+CREATE USER IF NOT EXISTS 'haproxy-check'@'10.0.0.22' IDENTIFIED WITH mysql_native_password
+-- caveat: MySQL 8.4.3: mysql_native_password is disabled by default; mysql-check needs mysql_native_password=ON (db.configure sets it while db.health_check is mysql-check); db.health_check = "http" avoids it
+CREATE DATABASE IF NOT EXISTS `k3s`
+CREATE USER IF NOT EXISTS 'k3s'@'10.0.0.21' IDENTIFIED BY 'k3spw'
+ALTER USER 'k3s'@'10.0.0.21' IDENTIFIED BY 'k3spw'
+GRANT ALL PRIVILEGES ON `k3s`.* TO 'k3s'@'10.0.0.21'
+TRUNCATE TABLE performance_schema.host_cache
+-- secure
+SET SESSION sql_log_bin = 0
+DROP USER IF EXISTS ''@'localhost'
+DROP USER IF EXISTS 'root'@'%'
+DROP DATABASE IF EXISTS test
+DELETE FROM mysql.db WHERE Db = 'test' OR Db = 'test\\_%'
+FLUSH PRIVILEGES
+-- seed
+mysqldump --single-transaction --source-data=2 --routines --events --triggers --databases k3s app

@@ -1,0 +1,65 @@
+"""The db lab tests' own inventory: lab "khd" on 10.80.0.0/24, only the hosts they need."""
+from pathlib import Path
+
+SUBNET = "10.80.0"
+DB1, DB2 = "k3s-db-01", "k3s-db-02"
+DB_VIP = f"{SUBNET}.101"
+
+
+def write_inventory(folder: Path, extra_db: str = "") -> Path:
+    """hosts.toml for lab khd in `folder` (ssh key, known_hosts, secrets beside it)."""
+    text = f"""
+[lab]
+enabled = true
+name = "khd"
+subnet = "{SUBNET}.0/24"
+operator_address = "{SUBNET}.1"
+
+[ssh]
+key = "ssh/id_ed25519"
+known_hosts = "ssh/known_hosts"
+
+[secrets]
+file = "secrets.toml"
+save_prompted = false
+
+[db]
+semi_sync = true
+semi_sync_timeout_ms = 3000
+rise = 3
+{extra_db}
+
+[vips.db]
+address = "{DB_VIP}"
+prefix = 24
+name = "k3s-db-balancer"
+interface = "host0"
+virtual_router_id = 44
+priorities = [100, 90]
+
+[hosts.k3s-db-balancer-01]
+address = "{SUBNET}.21"
+roles = ["db-balancer"]
+
+[hosts.k3s-db-balancer-02]
+address = "{SUBNET}.22"
+roles = ["db-balancer"]
+
+[hosts.{DB1}]
+address = "{SUBNET}.31"
+roles = ["db"]
+server_id = 1
+
+[hosts.{DB2}]
+address = "{SUBNET}.32"
+roles = ["db"]
+server_id = 2
+
+[hosts.k3s-server-01]
+address = "{SUBNET}.41"
+roles = ["k3s-server"]
+"""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "hosts.toml"
+    path.write_text(text)
+    return path
