@@ -5,8 +5,8 @@ The inventory is hosts.toml (or the file named by K3S_HA_INVENTORY).
 """
 from invoke import Collection
 
-from tasks import cluster, db
+from tasks import cluster, db, lab
 
 ns = Collection()
-for mod in (cluster, db):
+for mod in (cluster, lab, db):
     ns.add_collection(Collection.from_module(mod))
