@@ -48,6 +48,12 @@ BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3",
                  "ca-certificates", "iproute2", "sudo")
 ACNG_PORT = 3142
 HOST_IFACE = "host0"
+# systemd in every container takes inotify instances: Debian's 128 per user is exhausted
+# by ~12 booted hosts ("Failed to create inotify object: Too many open files", no sshd)
+INOTIFY_LIMITS = {"fs.inotify.max_user_instances": 8192,
+                  "fs.inotify.max_user_watches": 524288}
+INOTIFY_SAVED = Path("/run/k3s-ha-lab-sysctl.json")
+OWNERS = Path("/run/k3s-ha-labs")  # <name>.owner: the inventory file that started the lab
 MACHINE_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 SECRET_KEYS = ("db_admin_password", "replication_password", "k3s_db_password", "k3s_token")
 HOST_KEY_TYPES = ("ed25519", "ecdsa")
@@ -242,11 +248,11 @@ def render_nft(table: str, rules: dict[str, tuple[int, str]]) -> str:
         percent, direction = rules[port]
         if not 0 < percent <= 100:
             continue
-        cond = f"numgen random mod 100 < {int(percent)}"
+        cond = "" if percent >= 100 else f" numgen random mod 100 < {int(percent)}"
         if direction in ("in", "both"):
-            body.append(f'\t\toifname "{port}" ether type {{ ip, ip6 }} {cond} drop')
+            body.append(f'\t\toifname "{port}" ether type {{ ip, ip6 }}{cond} drop')
         if direction in ("out", "both"):
-            body.append(f'\t\tiifname "{port}" ether type {{ ip, ip6 }} {cond} drop')
+            body.append(f'\t\tiifname "{port}" ether type {{ ip, ip6 }}{cond} drop')
     body += ["\t}", "}"]
     # the table is declared empty first so `delete` below never fails, then rebuilt
     return (f"table bridge {table}\ndelete table bridge {table}\n" + "\n".join(body) + "\n")
@@ -266,6 +272,20 @@ def route_overlap(subnet: str, routes: list[dict[str, Any]], own_dev: str) -> di
         if other.version == net.version and other.prefixlen > 0 and other.overlaps(net):
             return r
     return None
+
+
+def free_subnet(routes: list[dict[str, Any]], prefix: int = 24) -> str:
+    """A 10.x.0.0/prefix overlapping none of the routes (for error messages and tests)."""
+    for x in range(77, 255):
+        cand = f"10.{x}.0.0/{prefix}"
+        if route_overlap(cand, routes, "") is None:
+            return cand
+    return f"10.77.0.0/{prefix}"
+
+
+def machine_routes() -> list[dict[str, Any]]:
+    res = _run(["ip", "-j", "route", "show", "table", "all"], timeout=30)
+    return [r for r in json.loads(res.stdout or "[]") if r.get("type") != "broadcast"]
 
 
 def known_hosts_lines(address: str, port: int, pubkeys: Iterable[str]) -> list[str]:
@@ -446,15 +466,14 @@ def require_lab(inv: Inventory) -> None:
 
 def check_subnet(inv: Inventory) -> None:
     """Refuse when the lab subnet overlaps a route of the machine (other than our own)."""
-    res = _run(["ip", "-j", "route", "show", "table", "all"], timeout=30)
-    routes = [r for r in json.loads(res.stdout or "[]") if r.get("type") != "broadcast"]
+    routes = machine_routes()
     hit = route_overlap(inv.lab["subnet"], routes, op_dev(lab_name(inv)))
     if hit:
         raise Refused(
             f"lab {lab_name(inv)}: lab.subnet {inv.lab['subnet']} overlaps the machine's route "
             f"'{hit.get('dst')} dev {hit.get('dev', '?')}'. Fix: set lab.subnet (and the host, "
             f"VIP and operator addresses) in {inv.path} to a free private range, "
-            "e.g. 10.79.0.0/24")
+            f"e.g. {free_subnet(routes)}")
 
 
 def check_route(inv: Inventory, address: str) -> None:
@@ -465,6 +484,35 @@ def check_route(inv: Inventory, address: str) -> None:
     if not ("dev" in parts and parts[parts.index("dev") + 1] == dev):
         raise Refused(f"{address} is not routed via {dev} (lab {lab_name(inv)} down?); "
                       "refusing to send lab traffic elsewhere. Fix: fab lab.up")
+
+
+def _sysctl_path(key: str) -> Path:
+    return Path("/proc/sys") / key.replace(".", "/")
+
+
+def raise_inotify_limits() -> bool:
+    """Raise the inotify limits for many booted systemds; the old values are saved once
+    (INOTIFY_SAVED) and restored by the last lab going down."""
+    current = {k: int(_sysctl_path(k).read_text()) for k in INOTIFY_LIMITS}
+    low = {k: v for k, v in INOTIFY_LIMITS.items() if current[k] < v}
+    if not low:
+        return False
+    if not INOTIFY_SAVED.exists():
+        INOTIFY_SAVED.write_text(json.dumps(current))
+    for k, v in low.items():
+        _sysctl_path(k).write_text(f"{v}\n")
+    return True
+
+
+def restore_inotify_limits() -> None:
+    try:
+        saved = json.loads(INOTIFY_SAVED.read_text())
+    except (OSError, ValueError):
+        return
+    for k, v in saved.items():
+        if k in INOTIFY_LIMITS:
+            _sysctl_path(k).write_text(f"{int(v)}\n")
+    INOTIFY_SAVED.unlink()
 
 
 # ------------------------------------------------------------------ image
@@ -796,13 +844,43 @@ def _start_host(inv: Inventory, h: Host) -> int:
     return pid
 
 
+def _container_pids(inv: Inventory, host: str) -> list[int]:
+    """Every process of the host's container, found by netns, by nspawn parentage and by
+    its overlay (mountinfo), so a container survives none of: a deleted netns, a killed
+    nspawn, a lost pid file."""
+    found = set(_pids_in_netns(host_ns(lab_name(inv), host)))
+    nspawns = set(_nspawn_pids(inv, host))
+    upper = f"/.lab/{lab_name(inv)}/hosts/{host}/upper,"
+    try:
+        my_mnt = os.stat("/proc/self/ns/mnt").st_ino
+    except OSError:
+        my_mnt = 0
+    for pid, ppid, _ in _procs():
+        if pid in found or pid in nspawns:
+            continue
+        if ppid in nspawns:
+            found.add(pid)
+            continue
+        try:
+            if os.stat(f"/proc/{pid}/ns/mnt").st_ino == my_mnt:
+                continue
+            with open(f"/proc/{pid}/mountinfo") as f:
+                if upper in f.read():
+                    found.add(pid)
+        except OSError:
+            continue
+    return sorted(found)
+
+
 def _stop_host(inv: Inventory, host: str, timeout: float = 15) -> bool:
-    """Kill the container (init first, then anything left in its netns, then nspawn)."""
-    init = _init_pid(inv, host)
-    victims = ([init] if init else []) + _pids_in_netns(host_ns(lab_name(inv), host))
+    """Kill the container (its init and everything in it), then its systemd-nspawn."""
+    victims = _container_pids(inv, host)
     nspawns = _nspawn_pids(inv, host)
     if not victims and not nspawns:
         return False
+    parents = {pid: ppid for pid, ppid, _ in _procs()}
+    inits = [p for p in victims if parents.get(p) not in victims]
+    _kill(inits)
     _kill(victims)
     if not _wait_gone(victims, timeout):
         raise StepFailed(f"{host}: container processes {victims} survived SIGKILL")
@@ -841,7 +919,7 @@ def _acng_dir(inv: Inventory) -> Path:
 
 
 def _acng_pids(inv: Inventory) -> list[int]:
-    needle = f"-c {_acng_dir(inv) / 'conf'} "
+    needle = f"/.lab/{lab_name(inv)}/acng/conf "
     return [pid for pid, _, cmd in _procs() if "apt-cacher-ng" in cmd.split(" ")[0]
             and needle in cmd + " "]
 
@@ -898,9 +976,10 @@ def up(inv: Inventory, log: Log = print, ssh_timeout: float = 120) -> UpResult:
     t0 = time.monotonic()
     name = lab_name(inv)
     check_subnet(inv)
+    changed = _take_over(inv, log)
     state_dir(inv).mkdir(parents=True, exist_ok=True)
     image, built = ensure_image(inv, log)
-    changed = built
+    changed |= built
     key = ensure_ssh_key(inv)
     changed |= ensure_secrets(inv)
     pubkey = key.with_name(key.name + ".pub").read_text()
@@ -909,6 +988,7 @@ def up(inv: Inventory, log: Log = print, ssh_timeout: float = 120) -> UpResult:
     apt_proxy = render_apt_proxy(inv.lab["operator_address"], ACNG_PORT,
                                  _machine_check_valid_until())
     hosts_txt = render_hosts(inv)
+    changed |= raise_inotify_limits()
     changed |= _ensure_switch(inv)
     changed |= _ensure_acng(inv, stanzas)
     hosts = list(inv.hosts.values())
@@ -939,9 +1019,35 @@ def up(inv: Inventory, log: Log = print, ssh_timeout: float = 120) -> UpResult:
     return UpResult(changed=changed, hosts=len(hosts), seconds=secs, image_built=built)
 
 
-def down(inv: Inventory, purge: bool = False, log: Log = print) -> None:
-    """Remove every container, mount, namespace, veth and process of this lab instance."""
-    require_lab(inv)
+def _owner_file(name: str) -> Path:
+    return OWNERS / f"{name}.owner"
+
+
+def _take_over(inv: Inventory, log: Log) -> bool:
+    """Record this inventory as the owner of the lab name; a lab of the same name started
+    from another inventory file is swept first (its hosts would not match our keys)."""
+    name = lab_name(inv)
+    me = str(inv.path.resolve())
+    f = _owner_file(name)
+    try:
+        owner = f.read_text().strip()
+    except OSError:
+        owner = ""
+    swept = False
+    if owner and owner != me and switch_ns(name) in _list_netns():
+        log(f"lab {name}: the name is in use by {owner}; stopping that lab first "
+            "(give each inventory its own lab.name to run them side by side)")
+        _sweep(inv)
+        swept = True
+    if owner != me:
+        OWNERS.mkdir(parents=True, exist_ok=True)
+        f.write_text(me + "\n")
+    return swept
+
+
+def _sweep(inv: Inventory) -> None:
+    """Kill and remove every container, mount, netns, veth and apt-cacher-ng of the lab
+    name, found by name (whatever inventory file started them)."""
     name = lab_name(inv)
     prefix = host_ns(name, "")
     stale = [ns[len(prefix):] for ns in _list_netns() if ns.startswith(prefix)]
@@ -950,9 +1056,8 @@ def down(inv: Inventory, purge: bool = False, log: Log = print) -> None:
     # containers whose netns is already gone: find them by their nspawn command line
     for h in hosts:
         _kill(_nspawn_pids(inv, h))
-    hosts_root = state_dir(inv) / "hosts"
     for m in reversed(_mounts()):
-        if m.startswith(str(hosts_root) + "/"):
+        if f"/.lab/{name}/hosts/" in m:
             _run(["umount", m], check=False)
             if m in _mounts():
                 _run(["umount", "-l", m], check=False)
@@ -965,12 +1070,26 @@ def down(inv: Inventory, purge: bool = False, log: Log = print) -> None:
         _kill(acng)
         _wait_gone(acng, 5)
     _teardown_switch(inv)
+
+
+def down(inv: Inventory, purge: bool = False, log: Log = print) -> None:
+    """Remove every container, mount, namespace, veth and process of this lab instance."""
+    require_lab(inv)
+    name = lab_name(inv)
+    _sweep(inv)
+    f = _owner_file(name)
+    if f.exists():
+        f.unlink()
+    if OWNERS.exists() and not any(OWNERS.iterdir()):
+        OWNERS.rmdir()
     _forget_host_keys(inv)
     if state_dir(inv).exists():
         shutil.rmtree(state_dir(inv))
     lab_root = state_dir(inv).parent
     if lab_root.exists() and not any(lab_root.iterdir()):
         lab_root.rmdir()
+    if not _list_netns():  # the last lab on this machine: put the machine back as it was
+        restore_inotify_limits()
     _release_netns_mount()
     if purge:
         for p in purge_images():

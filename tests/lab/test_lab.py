@@ -1,0 +1,314 @@
+"""The real lab: containers in network namespaces (root, systemd-nspawn, nftables).
+
+Runs its own lab instance ("khat", 10.78.0.0/24, inventory in a temp folder) so it never
+touches the shipped lab ("kha"). The session fixture tears it down even when tests fail.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks import inventory, labnet
+from tasks.errors import Refused
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("systemd-nspawn"),
+                       reason="needs root and systemd-nspawn (scripts/install-lab-deps.sh)"),
+]
+
+NAME, NET = "khat", "10.78.0"
+
+INVENTORY = f"""
+[lab]
+enabled = true
+name = "{NAME}"
+subnet = "{NET}.0/24"
+operator_address = "{NET}.1"
+
+[ssh]
+key = ".lab/ssh/id_ed25519"
+known_hosts = ".lab/ssh/known_hosts"
+connect_timeout = 5
+
+[secrets]
+file = ".lab/secrets.toml"
+
+[vips.api]
+address = "{NET}.100"
+name = "k3s-balancer"
+interface = "host0"
+virtual_router_id = 3
+priorities = [100, 90]
+
+[hosts.k3s-balancer-01]
+address = "{NET}.11"
+roles = ["k3s-balancer"]
+
+[hosts.k3s-balancer-02]
+address = "{NET}.12"
+roles = ["k3s-balancer"]
+
+[hosts.k3s-db-01]
+address = "{NET}.31"
+roles = ["db"]
+
+[hosts.k3s-db-02]
+address = "{NET}.32"
+roles = ["db"]
+
+[hosts.k3s-server-01]
+address = "{NET}.41"
+roles = ["k3s-server"]
+"""
+
+
+def snapshot(name: str) -> dict[str, set[str]]:
+    """What a lab instance can leave behind on the machine, restricted to what is not
+    another lab instance's (other engineers may run their own labs meanwhile)."""
+    links = {ln.split()[1].split("@")[0].rstrip(":") for ln in
+             subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+             .splitlines()}
+    netns = set(labnet._list_netns())
+    mounts = set(labnet._mounts())
+    procs = {f"{pid} {cmd}" for pid, _, cmd in labnet._procs()
+             if name in cmd or "systemd-nspawn" in cmd or "apt-cacher-ng" in cmd}
+    other = re.compile(r"^[a-z][a-z0-9]{0,4}-(op|sw|h-.*)$")
+
+    def mine(x: str) -> bool:
+        return not other.match(x) or x.startswith(name + "-")
+
+    return {
+        "links": {x for x in links if mine(x)},
+        "netns": {x for x in netns if mine(x.split()[0])},
+        "mounts": {m for m in mounts if "/.lab/" not in m or f"/.lab/{name}/" in m}
+        - {"/run/netns"},
+        "procs": {p for p in procs if name in p},
+        "sysctl": {f"{k}={labnet._sysctl_path(k).read_text().strip()}"
+                   for k in labnet.INOTIFY_LIMITS},
+    }
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory, request):
+    d = tmp_path_factory.mktemp("labinv")
+    path = d / "hosts.toml"
+    path.write_text(INVENTORY)
+    inv = inventory.load(path)
+    labnet.down(inv, log=lambda _: None)  # leftovers of a killed earlier run
+    before = snapshot(NAME)
+    request.addfinalizer(lambda: labnet.down(inv, log=lambda _: None))
+    res = labnet.up(inv, log=print)
+    print(f"lab {NAME} up in {res.seconds:.1f}s (image built: {res.image_built})")
+    return inv, before
+
+
+def ssh(inv, host: str, cmd: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(labnet.ssh_argv(inv, host, [cmd]), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def connects(addr: str, n: int, timeout: float = 0.3) -> int:
+    ok = 0
+    for _ in range(n):
+        try:
+            socket.create_connection((addr, 22), timeout=timeout).close()
+            ok += 1
+        except OSError:
+            pass
+    return ok
+
+
+def test_operator_interface_and_route(lab):
+    inv, _ = lab
+    out = subprocess.run(["ip", "-o", "route", "get", f"{NET}.31"], capture_output=True,
+                         text=True).stdout
+    assert f"dev {NAME}-op" in out
+    labnet.check_route(inv, f"{NET}.31")
+    with pytest.raises(Refused):
+        labnet.check_route(inv, "192.0.2.1")
+
+
+def test_every_host_answers_ssh_with_strict_host_keys(lab):
+    inv, _ = lab
+    known = labnet.known_hosts_path(inv).read_text()
+    ed_keys = set()
+    for h in inv.hosts.values():
+        lines = [ln for ln in known.splitlines() if ln.startswith(h.address + " ")]
+        assert len(lines) == len(labnet.HOST_KEY_TYPES), h.name
+        ed_keys |= {ln.split()[2] for ln in lines if "ed25519" in ln}
+        r = ssh(inv, h.name, "hostname; getent hosts k3s-balancer.lab.lan k3s-db-02")
+        assert r.returncode == 0, r.stderr
+        out = r.stdout.split()
+        assert out[0] == h.name
+        assert f"{NET}.100" in out and f"{NET}.32" in out
+    assert len(ed_keys) == len(inv.hosts)  # every host has its own host key
+    assert not list(labnet.image_path(inv).glob("etc/ssh/ssh_host_*"))  # image carries none
+
+
+def test_wrong_host_key_is_refused(lab, tmp_path):
+    inv, _ = lab
+    h = inv.host("k3s-db-01")
+    other = inv.host("k3s-db-02")
+    kh = tmp_path / "kh"
+    kh.write_text("\n".join(ln.replace(other.address, h.address, 1) for ln in
+                            labnet.known_hosts_path(inv).read_text().splitlines()
+                            if ln.startswith(other.address + " ")) + "\n")
+    argv = [a if not a.startswith("UserKnownHostsFile=") else f"UserKnownHostsFile={kh}"
+            for a in labnet.ssh_argv(inv, h.name, ["true"])]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "HOST IDENTIFICATION HAS CHANGED" in r.stderr
+
+
+def test_secrets_file_created_private(lab):
+    inv, _ = lab
+    path = inv.resolve_path(inv.secrets["file"])
+    assert (path.stat().st_mode & 0o777) == 0o600
+    import tomllib
+
+    vals = tomllib.loads(path.read_text())
+    assert set(vals) == set(labnet.SECRET_KEYS) and all(len(v) >= 24 for v in vals.values())
+
+
+def test_package_installs_through_the_cache(lab):
+    inv, _ = lab
+    r = ssh(inv, "k3s-db-02", "apt-get update -q && DEBIAN_FRONTEND=noninteractive "
+            "apt-get install -y -q --no-install-recommends lsof && lsof -v 2>&1 | head -2")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    log = (labnet.state_dir(inv) / "acng" / "log" / "apt-cacher.log").read_text()
+    assert re.search(rf"\|{re.escape(inv.host('k3s-db-02').address)}\|.*lsof_.*\.deb", log)
+
+
+def test_power_off_and_on_keeps_files(lab):
+    inv, _ = lab
+    h = inv.host("k3s-db-01")
+    assert ssh(inv, h.name, "echo kept > /root/marker && sync").returncode == 0
+    t = time.monotonic()
+    labnet.power_off(inv, h.name)
+    assert time.monotonic() - t < 5
+    assert not labnet.is_running(inv, h.name)
+    assert connects(h.address, 3, 0.5) == 0
+    labnet.power_on(inv, h.name, timeout=60)
+    assert labnet.is_running(inv, h.name)
+    r = ssh(inv, h.name, "cat /root/marker")
+    assert r.returncode == 0 and r.stdout.strip() == "kept"
+
+
+def test_partition_keeps_carrier_and_heals(lab):
+    inv, _ = lab
+    h = inv.host("k3s-db-02")
+    ns = labnet.host_ns(NAME, h.name)
+    labnet.partition(inv, h.name)
+    try:
+        assert connects(h.address, 3, 0.5) == 0
+        link = json.loads(subprocess.run(["ip", "-j", "-n", ns, "link", "show", "host0"],
+                                         capture_output=True, text=True).stdout)[0]
+        assert "LOWER_UP" in link["flags"] and "NO-CARRIER" not in link["flags"]
+        assert labnet.is_running(inv, h.name)
+        assert [s.port for s in labnet.status(inv) if s.name == h.name] == ["partitioned"]
+    finally:
+        labnet.heal(inv, h.name)
+    labnet.wait_ssh(inv, h.name, 10)
+
+
+def test_link_down_is_carrier_loss(lab):
+    inv, _ = lab
+    h = inv.host("k3s-server-01")
+    ns = labnet.host_ns(NAME, h.name)
+    labnet.link_down(inv, h.name)
+    try:
+        link = json.loads(subprocess.run(["ip", "-j", "-n", ns, "link", "show", "host0"],
+                                         capture_output=True, text=True).stdout)[0]
+        assert "NO-CARRIER" in link["flags"]
+        assert connects(h.address, 2, 0.5) == 0
+    finally:
+        labnet.link_up(inv, h.name)
+    labnet.wait_ssh(inv, h.name, 10)
+
+
+def test_loss_drops_roughly_that_share(lab):
+    inv, _ = lab
+    h = inv.host("k3s-server-01")
+    assert connects(h.address, 5) == 5
+    n = 200
+    labnet.loss(inv, h.name, 30, direction="in")  # SYNs towards the host
+    try:
+        ok = connects(h.address, n)
+    finally:
+        labnet.clear_loss(inv, h.name)
+    print(f"30% loss (in): {n - ok}/{n} connections failed")
+    assert 0.15 * n <= n - ok <= 0.45 * n
+    labnet.loss(inv, h.name, 100, direction="out")  # one way: replies never come back
+    try:
+        assert connects(h.address, 3) == 0
+    finally:
+        labnet.clear_loss(inv, h.name)
+    assert connects(h.address, 20) == 20
+
+
+def test_vip_can_be_added_inside(lab):
+    inv, _ = lab
+    r = ssh(inv, "k3s-balancer-01", f"ip addr add {NET}.100/24 dev host0 && "
+            f"ip addr del {NET}.100/24 dev host0")
+    assert r.returncode == 0, r.stderr
+
+
+def test_up_twice_is_a_noop_and_recovers_from_half_killed(lab, capsys):
+    inv, _ = lab
+    res = labnet.up(inv, log=print)
+    assert not res.changed
+    assert "nothing to do" in capsys.readouterr().out
+    # break it the way a killed run would: apt-cacher-ng gone, a host powered off, another
+    # host's systemd-nspawn killed alone (orphaned init), a switch port deleted
+    labnet._kill(labnet._acng_pids(inv))
+    labnet.power_off(inv, "k3s-balancer-01")
+    labnet._kill(labnet._nspawn_pids(inv, "k3s-balancer-02"))
+    subprocess.run(["ip", "-n", labnet.switch_ns(NAME), "link", "del",
+                    labnet.host_port(inv, "k3s-db-02")], check=True)
+    res = labnet.up(inv, log=print)
+    assert res.changed
+    assert all(s.running and s.ssh and s.port == "up" for s in labnet.status(inv))
+    assert labnet.up(inv, log=print).changed is False
+
+
+def test_second_instance_side_by_side(lab, tmp_path):
+    inv, _ = lab
+    clash = inventory.parse(INVENTORY.replace(f'name = "{NAME}"', 'name = "khx"'),
+                            tmp_path / "clash.toml")
+    with pytest.raises(Refused, match=f"{NAME}-op"):
+        labnet.up(clash, log=print)
+    assert "khx-op" not in snapshot("khx")["links"]
+    free = labnet.free_subnet(labnet.machine_routes()).rsplit(".", 1)[0]  # e.g. 10.81.0
+    text = INVENTORY.replace(f'name = "{NAME}"', 'name = "khu"').replace(NET + ".", free + ".")
+    path = tmp_path / "second.toml"
+    path.write_text(text)
+    second = inventory.load(path)
+    try:
+        labnet.up(second, log=print)
+        assert ssh(second, "k3s-db-01", "hostname").stdout.strip() == "k3s-db-01"
+        assert ssh(inv, "k3s-db-01", "hostname").returncode == 0
+    finally:
+        labnet.down(second, log=print)
+    assert all(s.ssh for s in labnet.status(inv))  # the first lab did not notice
+
+
+def test_zz_down_leaves_nothing_behind(lab):
+    inv, before = lab
+    labnet.down(inv, log=print)
+    deadline = time.monotonic() + 10
+    after = snapshot(NAME)
+    while after["procs"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = snapshot(NAME)
+    assert after == before
+    assert not labnet.state_dir(inv).exists()
+    assert f"{NET}.31" not in labnet.known_hosts_path(inv).read_text() \
+        if labnet.known_hosts_path(inv).exists() else True
