@@ -5,8 +5,8 @@ The inventory is hosts.toml (or the file named by K3S_HA_INVENTORY).
 """
 from invoke import Collection
 
-from tasks import cluster, db, lab
+from tasks import balancers, cluster, db, lab
 
 ns = Collection()
-for mod in (cluster, lab, db):
+for mod in (cluster, lab, db, balancers):
     ns.add_collection(Collection.from_module(mod))

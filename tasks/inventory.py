@@ -541,8 +541,10 @@ def _validate(inv: Inventory, problems: list[str]) -> None:
     for k in ("check_fall", "check_rise", "garp_master_refresh"):
         if b[k] < (0 if k == "garp_master_refresh" else 1):
             problems.append(f"balancers.{k}: {b[k]} is too small. Fix: use a positive number")
-    if b["check_interval"] <= 0:
-        problems.append("balancers.check_interval: must be above 0. Fix: e.g. 1")
+    if b["check_interval"] < 1 or b["check_interval"] != int(b["check_interval"]):
+        problems.append(f"balancers.check_interval: {b['check_interval']} is not usable: "
+                        "keepalived's vrrp_script interval is whole seconds, 1 or more. "
+                        "Fix: e.g. check_interval = 1")
     for k in ("api_port", "db_port", "stats_port"):
         if not 1 <= b[k] <= 65535:
             problems.append(f"balancers.{k}: {b[k]} is not a port. Fix: use 1-65535")
