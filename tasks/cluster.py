@@ -1,15 +1,23 @@
-"""Namespace `cluster`: whole-cluster checks (and, later, deploy/status)."""
+"""Namespace `cluster`: whole-cluster checks, deploy in the guide's order, status."""
 from __future__ import annotations
 
 from fabric import Connection
 from invoke import Context
 
+from .errors import StepFailed
 from .inventory import Host
 from .output import OK, k3s_task, run_session, say
 from .remote import sh
 
+H_DRY = "show what would change (unified diffs), change nothing"
+H_YES = "never prompt: secrets from K3S_HA_* env vars or the secrets file"
 
-@k3s_task(help={"yes": "never prompt (for scripts and CI)"})
+NOT_BUILT = ("k3s servers and agents: NOT DEPLOYED - the k3s namespace is not built yet "
+             "(later issue; in the lab it will use a stand-in binary with k3s's CLI, token and "
+             "datastore contract, not k3s itself)")
+
+
+@k3s_task(help={"yes": H_YES})
 def check(c: Context, yes: bool = False) -> None:
     """Check the inventory, SSH reachability with host keys, and root/sudo on every host."""
     with run_session(c, "cluster.check", yes=yes) as r:
@@ -21,8 +29,6 @@ def check(c: Context, yes: bool = False) -> None:
             r.record(h, "ssh + host key", OK)
             who = sh(conn, "id -u", write=False, warn=True)
             if who.exited != 0 or who.stdout.strip() != "0":
-                from .errors import StepFailed
-
                 r.record(h, "root/sudo", "failed")
                 raise StepFailed(f"{h.name}: cannot run commands as root (sudo -n failed: "
                                  f"{(who.stderr or who.stdout).strip()[:200]}). Fix: log in as "
@@ -30,3 +36,42 @@ def check(c: Context, yes: bool = False) -> None:
             r.record(h, "root/sudo", OK)
 
         r.each(list(inv.hosts.values()), one)
+
+
+def _steps(c: Context) -> list[tuple[str, object]]:
+    from . import balancers, db, inventory
+
+    inv = inventory.load()
+    steps: list[tuple[str, object]] = [
+        ("balancers.deploy", balancers.deploy),
+        ("db.install", db.install),
+        ("db.configure", db.configure),
+        ("db.secure", db.secure),
+        ("db.replicate", db.replicate),
+        ("db.users", db.users),
+    ]
+    if inv.db["health_check"] == "http":
+        steps.append(("db.health", db.health))
+    return steps
+
+
+@k3s_task(help={"dry": H_DRY, "yes": H_YES})
+def deploy(c: Context, dry: bool = False, yes: bool = False) -> None:
+    """Deploy the whole HA stack in the guide's order: balancers, databases, (k3s: later)."""
+    check(c, yes=yes)
+    for name, t in _steps(c):
+        say(f"\n===== {name}")
+        t(c, dry=dry, yes=yes)  # type: ignore[operator]
+    say(f"\n===== k3s\n{NOT_BUILT}")
+
+
+@k3s_task(help={"yes": H_YES})
+def status(c: Context, yes: bool = False) -> None:
+    """Status of every layer: balancers (VRRP, VIPs, backends), databases, k3s."""
+    from . import balancers, db
+
+    say("===== balancers")
+    balancers.status(c, yes=yes)
+    say("\n===== databases")
+    db.status(c, yes=yes)
+    say(f"\n===== k3s\n{NOT_BUILT}")
