@@ -721,6 +721,8 @@ def _ensure_host_net(inv: Inventory, h: Host) -> bool:
     _run(["ip", "-n", sw, "link", "set", port, "master", bridge_name(name), "up"])
     _run(["ip", "-n", ns, "addr", "add", f"{h.address}/{prefix}", "dev", HOST_IFACE])
     _run(["ip", "-n", ns, "link", "set", HOST_IFACE, "up"])
+    # the new veth has a new MAC: forget the operator's stale neighbour entry
+    _run(["ip", "neigh", "del", h.address, "dev", op_dev(name)], check=False)
     return True
 
 

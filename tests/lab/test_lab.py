@@ -89,7 +89,9 @@ def snapshot(name: str) -> dict[str, set[str]]:
     return {
         "links": {x for x in links if mine(x)},
         "netns": {x for x in netns if mine(x.split()[0])},
-        "mounts": {m for m in mounts if "/.lab/" not in m or f"/.lab/{name}/" in m}
+        "mounts": {m for m in mounts
+                   if ("/.lab/" not in m or f"/.lab/{name}/" in m)
+                   and (not m.startswith("/run/netns/") or mine(m[len("/run/netns/"):]))}
         - {"/run/netns"},
         "procs": {p for p in procs if name in p},
         "sysctl": {f"{k}={labnet._sysctl_path(k).read_text().strip()}"
@@ -116,7 +118,7 @@ def ssh(inv, host: str, cmd: str, timeout: float = 300) -> subprocess.CompletedP
                           timeout=timeout)
 
 
-def connects(addr: str, n: int, timeout: float = 0.3) -> int:
+def connects(addr: str, n: int, timeout: float = 0.2) -> int:
     ok = 0
     for _ in range(n):
         try:
@@ -308,7 +310,9 @@ def test_zz_down_leaves_nothing_behind(lab):
     while after["procs"] and time.monotonic() < deadline:
         time.sleep(0.2)
         after = snapshot(NAME)
-    assert after == before
+    diff = {k: {"left": sorted(after[k] - before[k]), "gone": sorted(before[k] - after[k])}
+            for k in before if after[k] != before[k]}
+    assert not diff, diff
     assert not labnet.state_dir(inv).exists()
     assert f"{NET}.31" not in labnet.known_hosts_path(inv).read_text() \
         if labnet.known_hosts_path(inv).exists() else True
