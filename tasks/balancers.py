@@ -278,7 +278,7 @@ def observe(conn: Connection, inv: Inventory, h: Host) -> tuple[list[Seen], list
         raw = sh(conn, f"cat {state_file}", warn=True, write=False).stdout
         state, since = parse_vrrp_file(raw, now)
         if kad != "active":
-            state, since = f"stopped ({kad})", "-"
+            state, since = "STOPPED", "-"
         seen.append(Seen(h.name, key, True, state, since, holds_address(addrs, inv.vips[key].address),
                          hap, kad))
     stats: list[ServerStat] = []
@@ -309,12 +309,23 @@ def pair_states(r: Run, hosts: list[Host]) -> tuple[dict[str, list[Seen]], dict[
     return by_key, servers
 
 
+def preferred(inv: Inventory, key: str, seen: list[Seen]) -> str:
+    """The member that should hold the VIP: highest priority among the healthy ones."""
+    vip = inv.vips[key]
+    names = [m.name for m in inv.with_role(vip.role)]
+    prios = list(vip.priorities) or [100 - 10 * i for i in range(len(names))]
+    healthy = {s.host for s in seen if s.reachable and s.vrrp in ("MASTER", "BACKUP")}
+    ranked = sorted((p, n) for p, n in zip(prios, names) if n in healthy)
+    return ranked[-1][1] if ranked else ""
+
+
 def wait_settled(r: Run, hosts: list[Host], timeout: float = 20) -> dict[str, list[Seen]]:
-    """Poll until every pair among `hosts` has exactly one holder (or the timeout)."""
+    """Poll until each pair among `hosts` has one holder, the preferred one (or the timeout)."""
     end = time.monotonic() + timeout
     while True:
         by_key, _ = pair_states(r, hosts)
-        bad = [k for k, seen in by_key.items() if seen and not verdict(r.inv.vips[k], seen)[0]]
+        bad = [k for k, seen in by_key.items() if seen and
+               [s.host for s in seen if s.holds] != [preferred(r.inv, k, seen)]]
         if not bad or time.monotonic() > end:
             return by_key
         time.sleep(0.5)

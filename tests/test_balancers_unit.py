@@ -278,3 +278,14 @@ def test_failed_line_names_the_line() -> None:
     ka = "(/etc/keepalived/keepalived.conf.k3sha-new: Line 2) Unknown keyword 'daemon'"
     assert b.failed_line(ka, content) == "line 2: daemon"
     assert b.failed_line("no line here", content) == ""
+
+
+def test_preferred_is_the_highest_healthy_priority() -> None:
+    inv = load(SHIPPED)
+    a, b2 = "k3s-balancer-01", "k3s-balancer-02"
+    seen = [b.Seen(a, "api", True, "BACKUP"), b.Seen(b2, "api", True, "MASTER")]
+    assert b.preferred(inv, "api", seen) == a
+    seen[0].vrrp = "FAULT"
+    assert b.preferred(inv, "api", seen) == b2
+    seen[1].reachable = False
+    assert b.preferred(inv, "api", seen) == ""

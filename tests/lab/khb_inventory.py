@@ -91,3 +91,43 @@ def write_inventory(folder: Path, balancers: str = "", cluster: str = "",
     path = folder / name
     path.write_text(inventory_text(balancers, cluster))
     return path
+
+
+# ------------------------------------------------------------------ stand-in backends
+# k3s servers: a TLS server answering 200 on /ping (:6443); databases: an HTTP 200 on the
+# db health port (:9200). Transient systemd units, so a power cycle drops them.
+_API = r"""
+import http.server, ssl
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"pong")
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("0.0.0.0", 6443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain("/root/khb.crt", "/root/khb.key")
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"""
+
+
+def backend_command() -> str:
+    import shlex
+
+    return " && ".join([
+        "test -s /root/khb.crt || openssl req -x509 -newkey rsa:2048 -nodes -days 3 "
+        "-subj /CN=backend -keyout /root/khb.key -out /root/khb.crt 2>/dev/null",
+        "(systemctl is-active -q khb-api || systemd-run -q --unit=khb-api python3 -c "
+        + shlex.quote(_API) + ")",
+        "(systemctl is-active -q khb-dbh || systemd-run -q --unit=khb-dbh python3 -m http.server "
+        "9200 --directory /tmp)",
+    ])
+
+
+def start_backends(inv) -> None:
+    import subprocess
+
+    from tasks import labnet
+
+    for h in BACKENDS:
+        subprocess.run(labnet.ssh_argv(inv, h, [backend_command()]), check=True,
+                       capture_output=True, text=True, timeout=60)

@@ -1,0 +1,207 @@
+"""balancers namespace on real HAProxy 2.6 + keepalived 2.2.7 in the lab (instance "khb").
+
+The fixture builds its own lab from tests/lab/khb_inventory.py in a temp folder (two
+balancer pairs, two stand-in backends) and always tears it down. Tests run in file order.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.vip_failover import Probe, holder, wait_for
+from tasks import inventory, labnet
+from tests.lab.khb_inventory import (API_PAIR, API_VIP, DB_PAIR, DB_VIP, NAME, inventory_text,
+                                     start_backends, write_inventory)
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("systemd-nspawn"),
+                       reason="needs root and systemd-nspawn"),
+]
+ROOT = Path(__file__).resolve().parents[2]
+PAIRS = {"api": (API_PAIR, API_VIP), "db": (DB_PAIR, DB_VIP)}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    inv = inventory.load(write_inventory(tmp_path_factory.mktemp("khb")))
+    try:
+        labnet.up(inv, log=lambda m: None)
+        start_backends(inv)
+        yield inv
+    finally:
+        labnet.down(inv, log=lambda m: None)
+
+
+def fab(inv, *args, path=None, timeout=900):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
+    env["K3S_HA_INVENTORY"] = str(path or inv.path)
+    return subprocess.run([sys.executable, "-m", "fabric", *args], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def ssh(inv, host, cmd):
+    return subprocess.run(labnet.ssh_argv(inv, host, [cmd]), capture_output=True, text=True,
+                          timeout=60).stdout
+
+
+def main_pids(inv, host):
+    return ssh(inv, host, "systemctl show -p MainPID --value haproxy keepalived").split()
+
+
+def live_configs(inv, host):
+    return hashlib.sha256(ssh(inv, host, "cat /etc/haproxy/haproxy.cfg "
+                                         "/etc/keepalived/keepalived.conf").encode()).hexdigest()
+
+
+def status_row(out, host, pair):
+    for line in out.splitlines():
+        cols = line.split()
+        if cols[:2] == [host, pair]:
+            return cols
+    raise AssertionError(f"no status row for {host}/{pair} in:\n{out}")
+
+
+def only_holder(inv, key):
+    hosts, vip = PAIRS[key]
+    return wait_for(lambda: (lambda h: h[0] if len(h) == 1 else None)(holder(inv, hosts, vip)), 30)
+
+
+def back_to_normal(inv):
+    for key, (hosts, vip) in PAIRS.items():
+        assert wait_for(lambda: holder(inv, hosts, vip) == [hosts[0]], 60), \
+            f"{key}: {holder(inv, hosts, vip)}"
+
+
+# ------------------------------------------------------------------ deploy
+def test_deploy_gives_each_pair_exactly_one_holder(lab):
+    p = fab(lab, "balancers.deploy")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for key, (hosts, vip) in PAIRS.items():
+        assert holder(lab, hosts, vip) == [hosts[0]], key
+        assert f"{key} pair: {vip} held by {hosts[0]}" in p.stdout
+
+
+def test_second_deploy_changes_and_restarts_nothing(lab):
+    before = {h: main_pids(lab, h) for h in API_PAIR + DB_PAIR}
+    p = fab(lab, "balancers.deploy")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "no changes: everything was already in place" in p.stdout
+    assert "changed=0" in p.stdout and "changed=1" not in p.stdout
+    assert {h: main_pids(lab, h) for h in API_PAIR + DB_PAIR} == before
+
+
+def test_status_shows_holders_and_backends(lab):
+    def healthy():
+        p = fab(lab, "balancers.status", "--strict")
+        return p if p.returncode == 0 and " DOWN " not in p.stdout else None
+
+    p = wait_for(healthy, 30, 1)
+    assert p, fab(lab, "balancers.status").stdout
+    row = status_row(p.stdout, API_PAIR[0], "api")
+    assert row[2] == "MASTER" and row[4] == "HOLDS"
+    assert status_row(p.stdout, API_PAIR[1], "api")[2] == "BACKUP"
+    assert "L7OK 200" in p.stdout
+    assert "backup" in p.stdout and "primary" in p.stdout
+
+
+# ------------------------------------------------------------------ faults
+def test_haproxy_stopped_moves_the_vip(lab):
+    first, second = API_PAIR
+    ssh(lab, first, "systemctl stop haproxy")
+    try:
+        assert wait_for(lambda: holder(lab, API_PAIR, API_VIP) == [second], 15)
+        p = fab(lab, "balancers.status", "--role", "api")
+        assert status_row(p.stdout, second, "api")[4] == "HOLDS"
+        row = status_row(p.stdout, first, "api")
+        assert row[2] == "FAULT" and row[4] == "-" and row[5] != "active"
+        assert f"api pair: {API_VIP} held by {second}" in p.stdout
+    finally:
+        ssh(lab, first, "systemctl start haproxy")
+    back_to_normal(lab)
+
+
+def test_power_off_moves_the_vip(lab):
+    first, second = DB_PAIR
+    labnet.power_off(lab, first)
+    try:
+        assert wait_for(lambda: holder(lab, DB_PAIR, DB_VIP) == [second], 15)
+        p = fab(lab, "balancers.status", "--role", "db", "--strict")
+        assert p.returncode == 1
+        assert status_row(p.stdout, second, "db")[4] == "HOLDS"
+        assert status_row(p.stdout, first, "db")[2] == "unreachable"
+        assert f"{DB_VIP} held by {second}; {first} unreachable" in p.stdout
+    finally:
+        labnet.power_on(lab, first)
+    back_to_normal(lab)
+    assert fab(lab, "balancers.status", "--strict").returncode == 0
+
+
+def test_vrrp_cut_shows_split_brain_in_status(lab):
+    """VRRP adverts lost between the pair while SSH still works: both MASTER, status says so."""
+    table = f"{NAME}_vrrpcut"
+    sw = ["ip", "netns", "exec", labnet.switch_ns(NAME), "nft"]
+    subprocess.run(sw + ["-f", "-"], check=True, text=True, input=(
+        f"table bridge {table} {{\n chain cut {{ type filter hook forward priority 0;"
+        " ip protocol 112 drop\n }\n}\n"))
+    try:
+        assert wait_for(lambda: len(holder(lab, API_PAIR, API_VIP)) == 2, 15)
+        p = fab(lab, "balancers.status", "--role", "api", "--strict")
+        assert p.returncode == 1
+        assert f"SPLIT BRAIN: {API_VIP} is held by 2 balancers" in p.stdout
+        assert all(status_row(p.stdout, h, "api")[4] == "HOLDS" for h in API_PAIR)
+    finally:
+        subprocess.run(sw + ["delete", "table", "bridge", table], check=True)
+    back_to_normal(lab)
+    assert fab(lab, "balancers.status", "--strict").returncode == 0
+
+
+def test_partition_and_heal(lab):
+    first, second = API_PAIR
+    port = lab.balancers["api_port"]
+    labnet.partition(lab, first)
+    try:
+        # the isolated holder keeps its carrier, so it stays MASTER: two holders
+        assert wait_for(lambda: holder(lab, API_PAIR, API_VIP) == [first, second], 15)
+        p = fab(lab, "balancers.status", "--role", "api", "--strict")
+        assert p.returncode == 1
+        assert status_row(p.stdout, second, "api")[4] == "HOLDS"
+        assert status_row(p.stdout, first, "api")[2] == "unreachable"
+        assert "split brain not excluded" in p.stdout
+        time.sleep(3)
+    finally:
+        with Probe(API_VIP, port) as probe:
+            time.sleep(0.3)
+            t = time.monotonic()
+            labnet.heal(lab, first)
+            assert wait_for(lambda: holder(lab, API_PAIR, API_VIP) == [first], 15)
+            time.sleep(6)
+    outage = probe.longest_outage(t)
+    assert outage < 2.0, f"VIP unanswered for {outage:.2f}s after the heal"
+    assert fab(lab, "balancers.status", "--strict").returncode == 0
+
+
+# ------------------------------------------------------------------ validation
+@pytest.mark.parametrize("broken,what", [
+    (('domain = "lab.lan"', 'domain = "nowhere.invalid"'), "haproxy.cfg"),
+    (('interface = "host0"', 'interface = "nosuch0"'), "keepalived.conf"),
+])
+def test_broken_value_is_rejected_and_live_config_untouched(lab, broken, what):
+    bad = lab.path.parent / "broken.toml"
+    bad.write_text(inventory_text().replace(*broken))
+    before = {h: (live_configs(lab, h), main_pids(lab, h)) for h in API_PAIR}
+    p = fab(lab, "balancers.configure", "--role", "api", path=bad)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert f"the new /etc/{'haproxy' if what == 'haproxy.cfg' else 'keepalived'}/{what} " \
+           "failed validation" in p.stderr
+    assert "the live file is untouched" in p.stderr
+    assert f"in the rendered /etc/" in p.stderr and broken[1].split('"')[1] in p.stderr
+    assert {h: (live_configs(lab, h), main_pids(lab, h)) for h in API_PAIR} == before
+    assert fab(lab, "balancers.status", "--strict").returncode == 0
