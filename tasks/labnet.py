@@ -584,6 +584,13 @@ def _finish_image(root: Path) -> None:
 
 
 def purge_images() -> list[Path]:
+    """Delete the image cache; refused while any overlay (of any lab) still uses it."""
+    with open("/proc/self/mountinfo") as f:
+        users = [ln.split()[4] for ln in f if f"lowerdir={IMAGE_CACHE}/" in ln]
+    if users:
+        raise Refused(f"the image cache {IMAGE_CACHE} is in use by {len(users)} running "
+                      f"lab host(s) (e.g. {users[0]}). Fix: bring the other labs down first, "
+                      "then purge")
     removed = []
     if IMAGE_CACHE.exists():
         for p in IMAGE_CACHE.iterdir():
@@ -945,7 +952,9 @@ def _ensure_acng(inv: Inventory, stanzas: list[dict[str, list[str]]]) -> bool:
     while not _acng_answers(inv):
         if time.monotonic() > end or not _pid_alive(pid):
             raise StepFailed(f"apt-cacher-ng did not start on {inv.lab['operator_address']}:"
-                             f"{ACNG_PORT}; see {d / 'log'}")
+                             f"{ACNG_PORT}; see {d / 'log'}. A machine-wide apt-cacher-ng on "
+                             f"*:{ACNG_PORT} takes the port: stop it (/etc/init.d/apt-cacher-ng "
+                             "stop); scripts/install-lab-deps.sh disables it")
         time.sleep(0.1)
     return True
 
@@ -1093,10 +1102,10 @@ def down(inv: Inventory, purge: bool = False, log: Log = print) -> None:
     if not _list_netns():  # the last lab on this machine: put the machine back as it was
         restore_inotify_limits()
     _release_netns_mount()
+    log(f"lab {name}: down")
     if purge:
         for p in purge_images():
             log(f"lab {name}: removed image {p}")
-    log(f"lab {name}: down")
 
 
 def _release_netns_mount() -> None:
