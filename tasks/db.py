@@ -23,7 +23,7 @@ from fabric import Connection
 from invoke import Context
 
 from . import render, sql
-from .errors import InputError, Refused, StepFailed
+from .errors import InputError, K3sHaError, Refused, StepFailed
 from .inventory import Host, Inventory
 from .output import CHANGED, FAILED, OK, Run, k3s_task, run_session, say, table
 from .remote import ensure_dir, ensure_file, ensure_packages, ensure_service, is_dry, \
@@ -60,11 +60,14 @@ def channel_socket(conn: Connection, host: str, port: int) -> socket.socket:
                         if not data:
                             return
                         dst.sendall(data)
-        except OSError:
+        except (OSError, EOFError):
             return
         finally:
-            chan.close()
-            theirs.close()
+            for end in (chan, theirs):
+                try:
+                    end.close()
+                except (OSError, EOFError):
+                    pass
 
     threading.Thread(target=pump, daemon=True).start()
     return ours
@@ -437,7 +440,15 @@ def replicate(c: Context, dry: bool = False, yes: bool = False) -> None:
                 r.record(n.host, "plan", FAILED)
             raise
         for n, peer in ((a, b), (b, a)):
-            r.step(n.host, "replication user", lambda: ensure_repl_user(n, peer.host, user, rpw))
+            if r.step(n.host, "replication user",
+                      lambda: ensure_repl_user(n, peer.host, user, rpw)):
+                # a new password on n: the peer's replica must log in anew with it
+                kinds = [w for w, x, _ in actions if x is peer]
+                if not kinds:
+                    actions.append(("repair", peer, n))
+                elif kinds[0] in ("kick", "start"):
+                    actions = [("repair" if x is peer and w in ("kick", "start") else w, x, y)
+                               for w, x, y in actions]
             r.step(n.host, "semi-sync", lambda: ensure_semi_sync(n, inv))
         coords: dict[str, tuple[str, int]] = {}
         for what, x, y in actions:
@@ -596,7 +607,15 @@ def status(c: Context, yes: bool = False) -> None:
     with run_session(c, "db.status", yes=yes) as r:
         inv = r.inv
 
-        def one(conn: Connection, h: Host) -> dict[str, Any]:
+        def one(_: Any, h: Host) -> dict[str, Any]:
+            try:
+                return node_status(r.conn(h), h)
+            except K3sHaError as e:
+                r.record(h, "status", FAILED)
+                return {"node": h.name, "version": "UNREACHABLE", "errors": str(e)[:100],
+                        "full_error": str(e)}
+
+        def node_status(conn: Connection, h: Host) -> dict[str, Any]:
             n = open_node(r, conn, h, create_admin=False)
             rep = sql.parse_replica_status(n.q(sql.show_replica_status(n.d)))
             pos = sql.parse_binlog_status(n.q(sql.show_binlog_status(n.d)))
@@ -621,7 +640,7 @@ def status(c: Context, yes: bool = False) -> None:
                 "read_only": "ON" if ro else "OFF",
             }
 
-        rows = r.each(db_hosts(inv), one)
+        rows = r.each(db_hosts(inv), one, connect_first=False)
         target, via = vip_writes(r)
         for row in rows.values():
             row["writes"] = f"yes (via {via})" if row["node"] == target else "-"
@@ -630,6 +649,10 @@ def status(c: Context, yes: bool = False) -> None:
                                                "read_only"]))
         if target == "unknown":
             say(f"datastore VIP write target unknown: {via}")
+        down = [x["full_error"] for x in rows.values()
+                if x["version"] == "UNREACHABLE"]
+        if down:
+            raise StepFailed("no status from " + "; ".join(down))
 
 
 @k3s_task(help={"yes": H_YES, "retries": "re-compare this many times (lag) before failing"})

@@ -1,0 +1,310 @@
+"""db namespace on real MariaDB 10.11 in the lab (instance "khd", 10.80.0.0/24).
+
+The fixture builds its own lab from tests/lab/khd_inventory.py in a temp folder and always
+tears it down. Tests run in file order on one replicated pair.
+"""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from tasks import db as dbtasks
+from tasks import inventory, labnet, remote
+from tests.lab.khd_inventory import DB1, DB2, write_inventory
+
+pytestmark = pytest.mark.lab
+ROOT = Path(__file__).resolve().parents[2]
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    path = write_inventory(tmp_path_factory.mktemp("khd"))
+    inv = inventory.load(path)
+    try:
+        t0 = time.monotonic()
+        labnet.up(inv, log=lambda m: None)
+        TIMINGS["lab up"] = time.monotonic() - t0
+        yield inv
+    finally:
+        labnet.down(inv, log=lambda m: None)
+        print("\nTIMINGS " + ", ".join(f"{k}: {v:.1f}s" for k, v in TIMINGS.items()))
+
+
+def fab(inv, *args, env=None, timeout=600):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
+    e["K3S_HA_INVENTORY"] = str(inv.path)
+    e.update(env or {})
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "fabric", *args], cwd=ROOT, env=e, text=True,
+                       capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    TIMINGS.setdefault(" ".join(args), time.monotonic() - t0)
+    return p
+
+
+def secret(inv, name):
+    import tomllib
+
+    return tomllib.loads(inv.resolve_path(inv.secrets["file"]).read_text())[name]
+
+
+class Sql:
+    """pymysql through SSH from `via` (an inventory host) to `target`:3306."""
+
+    def __init__(self, inv, via, user, password, target="127.0.0.1", database=None):
+        self.conn = remote.connect(inv, inv.host(via))
+        remote.open_checked(self.conn)
+        self.db = dbtasks.mysql_connect(self.conn, user=user, password=password, host=target,
+                                        database=database)
+
+    def __call__(self, stmt, args=None):
+        return dbtasks.q(self.db, stmt, args)
+
+    def close(self):
+        self.db.close()
+        self.conn.close()
+
+
+def admin(inv, host, wait=60.0):
+    """Admin session on `host`, waiting for mysqld (a host just powered on is still booting)."""
+    end = time.monotonic() + wait
+    while True:
+        try:
+            return Sql(inv, host, "k3sha_admin", secret(inv, "db_admin_password"))
+        except Exception:
+            if time.monotonic() > end:
+                raise
+            time.sleep(1)
+
+
+def wait_for(fn, timeout=30.0, every=0.3):
+    end = time.monotonic() + timeout
+    while True:
+        val = fn()
+        if val or time.monotonic() > end:
+            return val
+        time.sleep(every)
+
+
+def positions(inv):
+    out = {}
+    for h in (DB1, DB2):
+        s = admin(inv, h)
+        st = s("SHOW SLAVE STATUS")[0]
+        out[h] = (s("SHOW MASTER STATUS")[0]["Position"], st["Read_Master_Log_Pos"],
+                  st["Master_Host"])
+        s.close()
+    return out
+
+
+# ------------------------------------------------------------------ deploy
+def test_deploy_from_scratch(lab):
+    for task in ("db.install", "db.secure", "db.configure", "db.replicate", "db.users"):
+        p = fab(lab, task)
+        assert p.returncode == 0, f"{task}:\n{p.stdout}\n{p.stderr}"
+    assert "changed" in p.stdout
+
+
+def test_row_written_on_each_node_is_read_on_the_other(lab):
+    a, b = admin(lab, DB1), admin(lab, DB2)
+    a("CREATE DATABASE IF NOT EXISTS labcheck")
+    a("CREATE TABLE IF NOT EXISTS labcheck.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40))")
+    a("INSERT INTO labcheck.t (v) VALUES ('from db-01')")
+    assert wait_for(lambda: b("SELECT v FROM labcheck.t WHERE v='from db-01'"))
+    b("INSERT INTO labcheck.t (v) VALUES ('from db-02')")
+    assert wait_for(lambda: a("SELECT v FROM labcheck.t WHERE v='from db-02'"))
+    ids = [r["id"] for r in a("SELECT id FROM labcheck.t ORDER BY id")]
+    assert ids == [1, 2], "auto_increment must step by 1 (kine)"
+    a.close(), b.close()
+
+
+def test_second_replicate_changes_nothing(lab):
+    before = positions(lab)
+    p = fab(lab, "db.replicate")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "no changes" in p.stdout and "changed" not in p.stdout.split("RECAP")[0]
+    assert positions(lab) == before
+
+
+def test_users_rerun_changes_nothing_and_checksum_equal(lab):
+    p = fab(lab, "db.users")
+    assert p.returncode == 0 and "no changes" in p.stdout, p.stdout + p.stderr
+    p = fab(lab, "db.checksum")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "`labcheck`.`t`" in p.stdout and "DIFFERS" not in p.stdout
+
+
+def test_status_table(lab):
+    p = fab(lab, "db.status")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for h in (DB1, DB2):
+        line = next(ln for ln in p.stdout.splitlines() if ln.startswith(h))
+        assert "MariaDB 10.11" in line and " Yes " in line and "active" in line
+        assert "mysql-bin.0" in line and line.rstrip().endswith("OFF")
+
+
+def test_check_user_logs_in_and_can_do_nothing_else(lab):
+    s = Sql(lab, "k3s-db-balancer-01", "haproxy-check", "", target=lab.host(DB1).address)
+    assert s("SELECT 1 AS one") == [{"one": 1}]
+    assert {r["Database"] for r in s("SHOW DATABASES")} == {"information_schema"}
+    for stmt, code in (("CREATE DATABASE nope", 1044), ("SELECT * FROM labcheck.t", 1142),
+                       ("SELECT * FROM mysql.user", 1142)):
+        with pytest.raises(pymysql.MySQLError) as ei:
+            s(stmt)
+        assert ei.value.args[0] == code, stmt
+    s.close()
+
+
+def test_k3s_user_allowed_from_balancer_refused_elsewhere(lab):
+    pw = secret(lab, "k3s_db_password")
+    ok = Sql(lab, "k3s-db-balancer-02", "k3s", pw, target=lab.host(DB2).address, database="k3s")
+    ok("CREATE TABLE IF NOT EXISTS probe (id INT PRIMARY KEY)")
+    ok.close()
+    with pytest.raises(pymysql.MySQLError) as ei:
+        Sql(lab, "k3s-server-01", "k3s", pw, target=lab.host(DB1).address, database="k3s")
+    assert ei.value.args[0] in (1045, 1130), ei.value
+
+
+# ------------------------------------------------------------------ bad input
+def test_wrong_admin_password_is_a_clear_error(lab):
+    p = fab(lab, "db.status", env={"K3S_HA_DB_ADMIN_PASSWORD": "wrong"})
+    assert p.returncode == 1, p.stdout + p.stderr  # per-host failures: exit 1
+    err = p.stderr
+    assert DB1 in err and DB2 in err and "1045" in err and "db_admin_password" in err
+    assert "wrong" not in err and "Traceback" not in err
+
+
+def test_replica_in_error_is_refused_naming_node_and_state(lab):
+    a, b = admin(lab, DB1), admin(lab, DB2)
+    b("SET SESSION sql_log_bin = 0")
+    b("INSERT INTO labcheck.t (id, v) VALUES (50, 'only on db-02')")
+    a("INSERT INTO labcheck.t (id, v) VALUES (50, 'from db-01')")
+    assert wait_for(lambda: b("SHOW SLAVE STATUS")[0]["Last_SQL_Errno"] == 1062)
+    p = fab(lab, "db.replicate")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert DB2 in p.stderr and "1062" in p.stderr and "SQL=No" in p.stderr
+    assert "changed" not in p.stdout.split("RECAP")[0]
+    # repaired by hand as the message says, then replicate converges
+    b("DELETE FROM labcheck.t WHERE id = 50")
+    b("START SLAVE")
+    p = fab(lab, "db.replicate")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert wait_for(lambda: b("SELECT v FROM labcheck.t WHERE id = 50") == [{"v": "from db-01"}])
+    a.close(), b.close()
+
+
+def test_replication_password_rotation_converges(lab):
+    p = fab(lab, "db.replicate", env={"K3S_HA_REPLICATION_PASSWORD": "rotated-Pw-1"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "replication user" in p.stdout and "(credentials)" in p.stdout
+    b = admin(lab, DB2)
+    b("STOP SLAVE IO_THREAD"), b("START SLAVE IO_THREAD")  # forces a fresh login
+    assert wait_for(lambda: b("SHOW SLAVE STATUS")[0]["Slave_IO_Running"] == "Yes")
+    b.close()
+    p = fab(lab, "db.replicate", env={"K3S_HA_REPLICATION_PASSWORD": "rotated-Pw-1"})
+    assert p.returncode == 0 and "no changes" in p.stdout, p.stdout + p.stderr
+    p = fab(lab, "db.replicate")  # and back to the secrets file's password
+    assert p.returncode == 0 and "(credentials)" in p.stdout, p.stdout + p.stderr
+
+
+def test_peer_unreachable_changes_nothing_then_writes_catch_up(lab):
+    labnet.power_off(lab, DB1)
+    try:
+        p = fab(lab, "db.replicate")
+        assert p.returncode == 3, p.stdout + p.stderr
+        assert DB1 in p.stderr and "unreachable" in p.stderr
+        assert "changed" not in p.stdout.split("RECAP")[0]
+        b = admin(lab, DB2)
+        t0 = time.monotonic()
+        b("INSERT INTO labcheck.t (v) VALUES ('while db-01 is off')")
+        TIMINGS["write with peer off (semi-sync timeout)"] = time.monotonic() - t0
+        st = {r["Variable_name"]: r["Value"] for r in b("SHOW STATUS LIKE 'Rpl_semi_sync_master_status'")}
+        assert st["Rpl_semi_sync_master_status"] == "OFF"  # fell back to async, reported
+        s = fab(lab, "db.status")
+        assert "FALLEN BACK" in s.stdout, s.stdout
+        b.close()
+    finally:
+        labnet.power_on(lab, DB1)
+    a = admin(lab, DB1)
+    assert wait_for(lambda: a("SELECT v FROM labcheck.t WHERE v='while db-01 is off'"), 90)
+    a.close()
+    p = fab(lab, "db.replicate")  # kicks db-02's IO thread if it is still waiting to retry
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = fab(lab, "db.checksum")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+# ------------------------------------------------------------------ seeding and divergence
+def _unreplicate(inv):
+    for h in (DB1, DB2):
+        s = admin(inv, h)
+        s("STOP SLAVE"), s("RESET SLAVE ALL")
+        s.close()
+
+
+def test_empty_node_is_seeded_from_the_one_with_data(lab):
+    _unreplicate(lab)
+    b = admin(lab, DB2)
+    b("SET SESSION sql_log_bin = 0")
+    b("DROP DATABASE labcheck")
+    b.close()
+    p = fab(lab, "db.replicate")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "seed from k3s-db-01" in p.stdout
+    p = fab(lab, "db.checksum")
+    assert p.returncode == 0 and "`labcheck`.`t`" in p.stdout, p.stdout + p.stderr
+    a, b = admin(lab, DB1), admin(lab, DB2)
+    b("INSERT INTO labcheck.t (v) VALUES ('after seeding')")
+    assert wait_for(lambda: a("SELECT v FROM labcheck.t WHERE v='after seeding'"))
+    a.close(), b.close()
+
+
+def test_diverging_data_is_refused(lab):
+    _unreplicate(lab)
+    b = admin(lab, DB2)
+    b("SET SESSION sql_log_bin = 0")
+    b("INSERT INTO labcheck.t (v) VALUES ('diverged')")
+    p = fab(lab, "db.replicate")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "`labcheck`.`t`" in p.stderr and "different data" in p.stderr
+    b("DELETE FROM labcheck.t WHERE v = 'diverged'")
+    b.close()
+    p = fab(lab, "db.replicate")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+# ------------------------------------------------------------------ through the datastore VIP
+def test_failover_through_datastore_vip(lab):
+    if not (ROOT / "tasks" / "balancers.py").exists():
+        pytest.skip("tasks/balancers.py (fab balancers.deploy) is not in the repo yet")
+    p = fab(lab, "balancers.deploy", "--yes")
+    assert p.returncode == 0, p.stdout + p.stderr
+    pw = secret(lab, "k3s_db_password")
+    labnet.power_off(lab, DB1)
+    try:
+        def write():
+            try:
+                s = Sql(lab, "k3s-db-balancer-01", "k3s", pw, target=lab.vips["db"].address,
+                        database="k3s")
+                s("CREATE TABLE IF NOT EXISTS failover (id INT AUTO_INCREMENT PRIMARY KEY)")
+                s("INSERT INTO failover VALUES ()")
+                s.close()
+                return True
+            except pymysql.MySQLError:
+                return False
+        assert wait_for(write, 60, 1)
+        b = admin(lab, DB2)
+        assert b("SELECT COUNT(*) c FROM k3s.failover")[0]["c"] >= 1
+        b.close()
+    finally:
+        labnet.power_on(lab, DB1)
+    a = admin(lab, DB1)
+    assert wait_for(lambda: a("SELECT COUNT(*) c FROM information_schema.TABLES WHERE "
+                              "TABLE_NAME='failover'")[0]["c"], 90)
+    a.close()
