@@ -26,7 +26,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import re
 import secrets as pysecrets
 import shlex
 import shutil
@@ -808,14 +807,6 @@ def _ensure_files(inv: Inventory, h: Host, pubkey: str, apt_proxy: str, sources:
     return changed
 
 
-def _umount_overlay(inv: Inventory, host: str) -> None:
-    merged = str(host_dir(inv, host) / "merged")
-    if merged in _mounts():
-        _run(["umount", merged], check=False)
-        if merged in _mounts():
-            _run(["umount", "-l", merged], check=False)
-
-
 # ------------------------------------------------------------------ containers
 def _nspawn_pids(inv: Inventory, host: str) -> list[int]:
     needle = f"--network-namespace-path=/run/netns/{host_ns(lab_name(inv), host)} "
@@ -901,6 +892,7 @@ def _stop_host(inv: Inventory, host: str, timeout: float = 15) -> bool:
 
 def wait_ssh(inv: Inventory, host: str, timeout: float = 60) -> float:
     """Wait until the host's sshd sends its banner; returns seconds waited."""
+    require_lab(inv)
     h = inv.host(host)
     check_route(inv, h.address)
     start = time.monotonic()
@@ -1009,10 +1001,7 @@ def up(inv: Inventory, log: Log = print, ssh_timeout: float = 120) -> UpResult:
         ch |= _restore_port(inv, h)
         ch |= _ensure_overlay(inv, h, image)
         files = _ensure_files(inv, h, pubkey, apt_proxy, sources, hosts_txt)
-        running = _init_pid(inv, h.name) is not None
-        if files and running:
-            pass  # files were rewritten under a running host: they take effect as they are
-        if not running:
+        if _init_pid(inv, h.name) is None:
             _stop_host(inv, h.name)  # stale nspawn with a dead init
             _start_host(inv, h)
             ch = True
