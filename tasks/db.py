@@ -317,7 +317,9 @@ def plan(a: Node, b: Node, user: str) -> list[tuple[str, Node, Node]]:
         states[x.name] = st
     missing = [x for x in (a, b) if states[x.name] == "missing"]
     if missing and a.facts["data"] != b.facts["data"]:
-        full = [x for x in (a, b) if x.facts["has_data"]]
+        # the seed source: the only node with rows, else the only node with tables
+        full = ([x for x in (a, b) if x.facts["has_data"]]
+                or [x for x in (a, b) if x.facts["data"]])
         if len(missing) == 2 and len(full) == 1:
             empty = b if full[0] is a else a
             actions.append(("seed", empty, full[0]))

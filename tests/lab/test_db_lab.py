@@ -308,3 +308,73 @@ def test_failover_through_datastore_vip(lab):
     assert wait_for(lambda: a("SELECT COUNT(*) c FROM information_schema.TABLES WHERE "
                               "TABLE_NAME='failover'")[0]["c"], 90)
     a.close()
+
+
+# ------------------------------------------------------------------ replication-aware health
+def http_health(inv, host):
+    """(status, body) of the db.health endpoint on `host`, (None, why) if it does not answer."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{inv.host(host).address}:{inv.db['health_port']}/"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return None, str(e)
+
+
+def test_health_endpoint_answers_200_only_when_caught_up(lab):
+    p = fab(lab, "db.health")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for h in (DB1, DB2):
+        assert wait_for(lambda: http_health(lab, h)[0] == 200, 60), http_health(lab, h)
+    b = admin(lab, DB2)
+    b("STOP SLAVE SQL_THREAD")
+    try:
+        code, body = http_health(lab, DB2)
+        assert code == 503 and "SQL thread" in body, (code, body)
+        assert http_health(lab, DB1)[0] == 200
+    finally:
+        b("START SLAVE SQL_THREAD")
+    assert wait_for(lambda: http_health(lab, DB2)[0] == 200, 30)
+    b.close()
+    p = fab(lab, "db.health")
+    assert p.returncode == 0 and "no changes" in p.stdout, p.stdout + p.stderr
+
+
+def test_haproxy_http_check_keeps_writes_off_a_lagging_node(lab):
+    """With [db] health_check = "http", HAProxy sends writes to db-02 while db-01 is not
+    caught up (its SQL thread stopped), and back to db-01 once it is."""
+    folder = lab.path.parent
+    write_inventory(folder, extra_db='health_check = "http"')
+    pw = secret(lab, "k3s_db_password")
+    a = admin(lab, DB1)
+    try:
+        p = fab(lab, "balancers.deploy", "--yes")
+        assert p.returncode == 0, p.stdout + p.stderr
+
+        def writer_id():
+            try:
+                s = Sql(lab, "k3s-db-balancer-01", "k3s", pw, target=lab.vips["db"].address,
+                        database="k3s")
+                sid = s("SELECT @@server_id AS s")[0]["s"]
+                s.close()
+                return sid
+            except pymysql.MySQLError:
+                return None
+
+        assert wait_for(lambda: writer_id() == 1, 60), "db-01 should be the writer"
+        a("STOP SLAVE SQL_THREAD")
+        assert wait_for(lambda: writer_id() == 2, 30), "writes must leave the lagging db-01"
+        st = fab(lab, "balancers.status")
+        line = next(ln for ln in st.stdout.splitlines() if DB1 in ln and "primary" in ln)
+        assert "DOWN" in line, st.stdout
+        a("START SLAVE SQL_THREAD")
+        assert wait_for(lambda: writer_id() == 1, 60), "db-01 takes writes back when caught up"
+    finally:
+        a("START SLAVE SQL_THREAD")
+        a.close()
+        write_inventory(folder)
