@@ -1,6 +1,8 @@
 """Namespace `cluster`: whole-cluster checks, deploy in the guide's order, status."""
 from __future__ import annotations
 
+import time
+
 from fabric import Connection
 from invoke import Context
 
@@ -62,7 +64,30 @@ def deploy(c: Context, dry: bool = False, yes: bool = False) -> None:
     for name, t in _steps(c):
         say(f"\n===== {name}")
         t(c, dry=dry, yes=yes)  # type: ignore[operator]
+    if not dry:
+        _wait_datastore_writer(c, yes)
     say(f"\n===== k3s\n{NOT_BUILT}")
+
+
+def _wait_datastore_writer(c: Context, yes: bool) -> None:
+    """HAProxy admits a db server only after `rise` good checks (guide: 30, 2 s apart), and
+    the checks fail until db.users created the check user: wait for a writer, so the
+    datastore VIP works when deploy returns."""
+    from . import db
+
+    say("\n===== datastore VIP")
+    with run_session(c, "cluster.deploy: datastore VIP", yes=yes) as r:
+        rise = r.inv.db["rise"]
+        say(f"  waiting for HAProxy to admit a writer (rise {rise} checks, 2 s apart)")
+        t0 = time.monotonic()
+        who, via = db.wait_writer(r, timeout=rise * 2 + 30)
+        took = time.monotonic() - t0
+        if who not in r.inv.hosts:
+            raise StepFailed(f"the datastore VIP has no writer after {took:.0f} s: {via}: "
+                             f"{who}. Fix: fab balancers.status --role db shows each db "
+                             "server's last check (mysql-check needs fab db.users)")
+        r.record(via, "datastore writer", OK, f"{who} after {took:.0f} s")
+        say(f"  datastore VIP {r.inv.vips['db'].address}: writes go to {who} (via {via})")
 
 
 @k3s_task(help={"yes": H_YES})

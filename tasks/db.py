@@ -23,6 +23,8 @@ from fabric import Connection
 from invoke import Context
 
 from . import render, sql
+from .balancers import ADMIN_SOCKET, ServerStat
+from .balancers import parse_show_stat as haproxy_servers
 from .errors import InputError, K3sHaError, Refused, StepFailed
 from .inventory import Host, Inventory
 from .output import CHANGED, FAILED, OK, Run, k3s_task, run_session, say, table
@@ -562,17 +564,13 @@ def ensure_account(n: Node, user: str, hosts: list[str], stmts: list[str],
 
 # ------------------------------------------------------------------ status / checksum
 def vip_writes(r: Run) -> tuple[str, str]:
-    """(db host name HAProxy sends writes to, via which balancer), from the holder's show stat."""
+    """(db host HAProxy sends writes to, via which balancer), from the VIP holder's runtime API.
+
+    The first value is a db host name, "none (all DOWN)" or "unknown" (then the second says why).
+    """
     inv = r.inv
     vip = inv.vip_for_role("db-balancer")
     names = {h.name for h in db_hosts(inv)}
-    script = ("import socket,sys,re\n"
-              "cfg=open('/etc/haproxy/haproxy.cfg').read()\n"
-              "m=re.search(r'stats socket\\s+(\\S+)',cfg)\n"
-              "s=socket.socket(socket.AF_UNIX);s.settimeout(3);s.connect(m.group(1))\n"
-              "s.sendall(b'show stat\\n');out=b''\n"
-              "while True:\n d=s.recv(65536)\n if not d: break\n out+=d\n"
-              "sys.stdout.write(out.decode())\n")
     for b in inv.with_role("db-balancer"):
         try:
             conn = r.conn(b)
@@ -580,27 +578,35 @@ def vip_writes(r: Run) -> tuple[str, str]:
                                            warn=True, write=False).exited == 0
             if not holds:
                 continue
-            res = sh(conn, "python3 -", stdin=script, warn=True, write=False)
+            res = sh(conn, f"echo 'show stat' | socat -t 3 stdio UNIX-CONNECT:{ADMIN_SOCKET}",
+                     warn=True, write=False)
             if res.exited != 0:
                 return "unknown", f"{b.name}: no HAProxy admin socket"
-            return parse_show_stat(res.stdout, names), b.name
+            return writer(haproxy_servers(res.stdout), names), b.name
         except Exception as e:  # noqa: BLE001 - status reports, never fails on this
             return "unknown", f"{b.name}: {e}"
     return "unknown", "no balancer holds the datastore VIP"
 
 
-def parse_show_stat(csv_text: str, db_names: set[str]) -> str:
-    lines = [ln for ln in csv_text.splitlines() if ln.strip()]
-    if not lines:
-        return "unknown"
-    head = lines[0].lstrip("# ").split(",")
-    rows = [dict(zip(head, ln.split(","))) for ln in lines[1:]]
-    servers = [x for x in rows if x.get("svname") in db_names]
-    for want_backup in ("0", "1"):
+def writer(servers: list[ServerStat], db_names: set[str]) -> str:
+    """The server HAProxy's `balance first` + `backup` sends writes to: the first UP primary,
+    else the first UP backup."""
+    for want_backup in (False, True):
         for x in servers:
-            if x.get("bck") == want_backup and x.get("status", "").startswith("UP"):
-                return x["svname"]
+            if x.server in db_names and x.backup == want_backup and x.status.startswith("UP"):
+                return x.server
     return "none (all DOWN)"
+
+
+def wait_writer(r: Run, timeout: float) -> tuple[str, str]:
+    """Poll vip_writes until HAProxy admits a writer (a returning server needs `rise` checks)."""
+    names = {h.name for h in db_hosts(r.inv)}
+    end = time.monotonic() + timeout
+    while True:
+        who, via = vip_writes(r)
+        if who in names or time.monotonic() > end:
+            return who, via
+        time.sleep(2)
 
 
 @k3s_task(help={"yes": H_YES})
@@ -651,6 +657,9 @@ def status(c: Context, yes: bool = False) -> None:
                                                "read_only"]))
         if target == "unknown":
             say(f"datastore VIP write target unknown: {via}")
+        elif target not in rows:
+            say(f"datastore VIP: HAProxy on {via} has no server UP for writes ({target}); a "
+                f"returning server needs {inv.db['rise']} good checks (see fab balancers.status)")
         down = [x["full_error"] for x in rows.values()
                 if x["version"] == "UNREACHABLE"]
         if down:

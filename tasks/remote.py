@@ -15,12 +15,13 @@ import logging
 import shlex
 import socket
 import subprocess
+import time
 import uuid
 from typing import Any, Callable
 
 import paramiko
 from fabric import Config, Connection
-from invoke.exceptions import UnexpectedExit
+from invoke.exceptions import CommandTimedOut, UnexpectedExit
 
 from .errors import ConnectError, InputError, StepFailed
 from .inventory import Host, Inventory
@@ -131,6 +132,14 @@ def sh(conn: Connection, cmd: str, *, stdin: str | None = None, warn: bool = Fal
                        else False, dry=False, timeout=timeout, pty=False)
     except UnexpectedExit as e:  # pragma: no cover - warn=True prevents it
         res = e.result
+    except CommandTimedOut as e:  # raised even with warn=True
+        if not warn:
+            out = (e.result.stderr or e.result.stdout).strip().splitlines()
+            tail = "\n    ".join(out[-8:]) if out else "(no output)"
+            raise StepFailed(f"{name}: '{shown}' did not finish within {timeout} s "
+                             f"(stopped):\n    {tail}") from None
+        res = e.result
+        res.exited = res.exited or 124
     except Exception as e:
         if isinstance(e, (paramiko.SSHException, OSError, socket.timeout)):
             raise ConnectError(f"{name}: connection lost while running '{shown}': {e}") from None
@@ -211,7 +220,9 @@ def ensure_packages(conn: Connection, packages: list[str]) -> bool:
     q = " ".join(shlex.quote(p) for p in missing)
     if family == "debian":
         env = "DEBIAN_FRONTEND=noninteractive"
-        sh(conn, f"{env} apt-get update -q", timeout=600)
+        if sh(conn, f"{env} apt-get update -q", timeout=600, warn=True).exited != 0:
+            time.sleep(5)  # a mirror or proxy hiccup: one more try, then fail with its output
+            sh(conn, f"{env} apt-get update -q", timeout=600)
         sh(conn, f"{env} apt-get install -y -q -o Dpkg::Options::=--force-confold {q}",
            timeout=1200)
     else:

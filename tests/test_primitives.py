@@ -133,6 +133,12 @@ def test_failed_command_names_host_and_command(conn):
     assert "local" in str(ei.value) and "exited 7" in str(ei.value) and "boom" in str(ei.value)
 
 
+def test_timeout_names_host_and_command_or_returns_nonzero_with_warn(conn):
+    with pytest.raises(StepFailed, match=r"local: 'sleep 5' did not finish within 1 s"):
+        remote.sh(conn, "sleep 5", timeout=1)
+    assert remote.sh(conn, "sleep 5", timeout=1, warn=True).exited != 0
+
+
 def test_probe_exit_codes(conn):
     assert remote.probe(conn, "true") == 0
     assert remote.probe(conn, "false") == 1
