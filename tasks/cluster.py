@@ -6,10 +6,11 @@ import time
 from fabric import Connection
 from invoke import Context
 
-from .errors import StepFailed
+from .errors import InputError, StepFailed
 from .inventory import Host
 from .output import OK, k3s_task, run_session, say
 from .remote import sh
+from .secrets import confirm, interactive
 
 H_DRY = "show what would change (unified diffs), change nothing"
 H_YES = "never prompt: secrets from K3S_HA_* env vars or the secrets file"
@@ -57,11 +58,27 @@ def _steps(c: Context) -> list[tuple[str, object]]:
     return steps
 
 
-@k3s_task(help={"dry": H_DRY, "yes": H_YES})
+@k3s_task(help={"dry": H_DRY,
+                "yes": H_YES + "; and no question before each step (the guide's flow)"})
 def deploy(c: Context, dry: bool = False, yes: bool = False) -> None:
-    """Deploy the whole HA stack in the guide's order: balancers, databases, (k3s: later)."""
+    """Deploy the whole HA stack in the guide's order: balancers, databases, (k3s: later).
+
+    Interactive runs ask before each step, as the guide goes step by step; --yes runs them
+    all. Declining stops there and says which task continues from that point.
+    """
+    steps = _steps(c)
+    if not yes and not interactive():
+        raise InputError("cluster.deploy asks before each step and this run has no terminal. "
+                         "Fix: run it with --yes (secrets then come from K3S_HA_* env vars or "
+                         "the secrets file)")
     check(c, yes=yes)
-    for name, t in _steps(c):
+    for i, (name, t) in enumerate(steps, 1):
+        doc = (t.__doc__ or "").strip().splitlines()[0] if t.__doc__ else ""
+        if not yes and not confirm(f"Step {i}/{len(steps)}: {name} - {doc} Run it?"):
+            rest = " then ".join(f"fab {n}" for n, _ in steps[i - 1:])
+            say(f"stopped before {name} as asked; nothing after it ran. To go on: {rest} "
+                "(or fab cluster.deploy again: the steps already done change nothing)")
+            return
         say(f"\n===== {name}")
         t(c, dry=dry, yes=yes)  # type: ignore[operator]
     if not dry:

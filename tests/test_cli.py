@@ -77,3 +77,10 @@ def test_lab_inventory_refuses_when_lab_is_down(tmp_path):
     p = fab("cluster.check", "--yes", env={"K3S_HA_INVENTORY": str(inv)})
     assert p.returncode == 3
     assert "not up" in p.stderr and "fab lab.up" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_deploy_without_terminal_or_yes_fails_before_any_ssh():
+    p = fab("cluster.deploy")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "--yes" in p.stderr and "no terminal" in p.stderr and "Traceback" not in p.stderr
+    assert "cluster.check" not in p.stdout
