@@ -301,6 +301,24 @@ def test_second_instance_side_by_side(lab, tmp_path):
     assert all(s.ssh for s in labnet.status(inv))  # the first lab did not notice
 
 
+def test_extra_packages_build_their_own_cached_image(lab, tmp_path, monkeypatch):
+    """[lab] extra_packages (the k3s stand-in will need python3 libraries) gives another
+    cache key, a real debootstrap with the package in it, and a cache hit the second time."""
+    monkeypatch.setattr(labnet, "IMAGE_CACHE", tmp_path / "images")
+    text = INVENTORY.replace("[ssh]", 'extra_packages = ["python3-yaml"]\n\n[ssh]')
+    path = tmp_path / "extra.toml"
+    path.write_text(text)
+    extra = inventory.load(path)
+    base_inv, _ = lab
+    assert labnet.image_path(extra).name != labnet.image_path(base_inv).name
+    image, built = labnet.ensure_image(extra, log=print)
+    assert built and image.parent == tmp_path / "images"
+    status = (image / "var/lib/dpkg/status").read_text()
+    assert re.search(r"Package: python3-yaml\nStatus: install ok installed", status)
+    assert "Package: openssh-server" in status
+    assert labnet.ensure_image(extra, log=print) == (image, False)
+
+
 def test_zz_down_leaves_nothing_behind(lab):
     inv, before = lab
     labnet.down(inv, log=print)
