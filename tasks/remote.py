@@ -341,8 +341,15 @@ def ensure_service(conn: Connection, name: str, *, changed_inputs: bool = False,
         sh(conn, f"systemctl {'reload' if reload else 'restart'} {q}")
         did = True
     if did and not is_dry(conn):
-        _, active = service_state(conn, name)
-        if not active:
+        # "reloading" / "activating" pass within seconds (HAProxy is Type=notify): wait
+        end = time.monotonic() + 15
+        while True:
+            state = sh(conn, f"systemctl is-active {q}", warn=True, write=False).stdout.strip()
+            if state not in ("activating", "reloading", "deactivating") \
+                    or time.monotonic() > end:
+                break
+            time.sleep(0.3)
+        if state != "active":
             res = sh(conn, f"journalctl -u {q} -n 15 --no-pager", warn=True, write=False)
             raise StepFailed(f"{conn.k3s_host.name}: service {name} is not active after start:\n"  # type: ignore[attr-defined]
                              + res.stdout[-1500:])

@@ -9,7 +9,7 @@ import pytest
 from invoke import Config, Context, MockContext, Result
 
 from tasks import remote
-from tasks.errors import StepFailed
+from tasks.errors import InputError, StepFailed
 from tasks.inventory import Host
 
 USER = pwd.getpwuid(os.getuid()).pw_name
@@ -193,7 +193,7 @@ def test_ensure_service_reloads_on_change():
 def test_os_family_parsing():
     assert remote.parse_os_family('ID=ubuntu\nID_LIKE=debian\n') == "debian"
     assert remote.parse_os_family('ID="rocky"\nID_LIKE="rhel centos fedora"\n') == "redhat"
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match="unsupported OS"):
         remote.parse_os_family("ID=alpine\n")
 
 

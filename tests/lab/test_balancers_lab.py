@@ -202,6 +202,6 @@ def test_broken_value_is_rejected_and_live_config_untouched(lab, broken, what):
     assert f"the new /etc/{'haproxy' if what == 'haproxy.cfg' else 'keepalived'}/{what} " \
            "failed validation" in p.stderr
     assert "the live file is untouched" in p.stderr
-    assert f"in the rendered /etc/" in p.stderr and broken[1].split('"')[1] in p.stderr
+    assert "in the rendered /etc/" in p.stderr and broken[1].split('"')[1] in p.stderr
     assert {h: (live_configs(lab, h), main_pids(lab, h)) for h in API_PAIR} == before
     assert fab(lab, "balancers.status", "--strict").returncode == 0

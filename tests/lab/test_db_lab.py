@@ -302,6 +302,10 @@ def test_failover_through_datastore_vip(lab):
         b = admin(lab, DB2)
         assert b("SELECT COUNT(*) c FROM k3s.failover")[0]["c"] >= 1
         b.close()
+        st = fab(lab, "db.status")  # db-01 is off: exit 1, but the table shows who writes
+        assert st.returncode == 1 and "UNREACHABLE" in st.stdout, st.stdout + st.stderr
+        row = next(ln for ln in st.stdout.splitlines() if ln.startswith(DB2))
+        assert "yes (via k3s-db-balancer-0" in row, st.stdout
     finally:
         labnet.power_on(lab, DB1)
     a = admin(lab, DB1)
