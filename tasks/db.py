@@ -29,7 +29,7 @@ from .errors import InputError, K3sHaError, Refused, StepFailed
 from .inventory import Host, Inventory
 from .output import CHANGED, FAILED, OK, Run, k3s_task, run_session, say, table
 from .remote import ensure_dir, ensure_file, ensure_packages, ensure_service, is_dry, \
-    os_family, read_file, sh
+    os_family, put_private, read_file, sh
 from .secrets import get_secret
 
 H_DRY = "show what would change, change nothing"
@@ -387,10 +387,11 @@ def seed(empty: Node, full: Node) -> tuple[str, int]:
     """Consistent dump of `full`'s databases loaded into `empty`; returns full's coordinates."""
     dbs = sorted({t.split(".")[0].strip("`") for t in full.facts["data"]})
     say(f"  seeding {empty.name} from {full.name}: {', '.join(dbs)}")
-    remote = f"/root/.k3sha-seed-{uuid.uuid4().hex}.sql"
+    remote = f"/tmp/.k3sha-seed-{uuid.uuid4().hex}.sql"  # 0600, the login user's (sftp)
     qr = shlex.quote(remote)
     try:
-        sh(full.conn, f"umask 077 && {sql.dump_command(full.d, dbs, False)} > {qr}", timeout=1800)
+        sh(full.conn, f"umask 077 && {sql.dump_command(full.d, dbs, False)} > {qr} && "
+                      f"chown {shlex.quote(full.conn.user)} {qr}", timeout=1800)
         head = sh(full.conn, f"head -c 8192 {qr}", write=False).stdout
         coords = sql.parse_dump_coords(head)
         if coords is None:
@@ -399,7 +400,7 @@ def seed(empty: Node, full: Node) -> tuple[str, int]:
         with tempfile.TemporaryDirectory() as tmp:
             local = str(Path(tmp) / "seed.sql")
             full.conn.get(remote, local)
-            empty.conn.put(local, remote)
+            put_private(empty.conn, local, remote)
         sh(empty.conn, f"chmod 600 {qr} && {{ echo 'SET SESSION sql_log_bin = 0;'; cat {qr}; }}"
                        " | mysql", timeout=1800)
     finally:

@@ -283,8 +283,7 @@ def ensure_file(conn: Connection, path: str, content: str | bytes, *, mode: str 
     tmp = f"/tmp/.k3sha-{uuid.uuid4().hex}"
     staged = f"{path}.k3sha-new"
     qt, qs, qp = shlex.quote(tmp), shlex.quote(staged), shlex.quote(path)
-    sh(conn, f"umask 077 && : > {qt}")
-    conn.put(io.BytesIO(data), tmp)
+    put_private(conn, io.BytesIO(data), tmp)
     try:
         sh(conn, f"install -m {mode} -o {owner} -g {group} {qt} {qs}")
     finally:
@@ -301,6 +300,13 @@ def ensure_file(conn: Connection, path: str, content: str | bytes, *, mode: str 
         sh(conn, f"cp -p {qp} {qp}.bak")
     sh(conn, f"mv -f {qs} {qp}")
     return True
+
+
+def put_private(conn: Connection, local: Any, remote_path: str) -> None:
+    """SFTP upload (as the login user, who may not be root) into a file created beforehand
+    mode 0600 and owned by that user, so the data is never readable by anyone else."""
+    sh(conn, f"install -m 600 -o {shlex.quote(conn.user)} /dev/null {shlex.quote(remote_path)}")
+    conn.put(local, remote_path)
 
 
 def ensure_dir(conn: Connection, path: str, *, mode: str = "0755", owner: str = "root",

@@ -301,6 +301,56 @@ def test_second_instance_side_by_side(lab, tmp_path):
     assert all(s.ssh for s in labnet.status(inv))  # the first lab did not notice
 
 
+def test_non_root_user_works_through_sudo_and_without_it_is_named(lab):
+    """The README's promise for real machines: a non-root SSH user with passwordless sudo
+    runs every task (files owned by root, secrets through stdin); one without sudo fails
+    cluster.check naming the host and the fix."""
+    import sys
+
+    from tasks import remote
+
+    inv, _ = lab
+    setup = ("id ops >/dev/null 2>&1 || useradd -m -s /bin/bash {u}; "
+             "install -d -m 700 -o {u} -g {u} /home/{u}/.ssh; "
+             "install -m 600 -o {u} -g {u} /root/.ssh/authorized_keys /home/{u}/.ssh/")
+    for host, user in (("k3s-db-01", "ops"), ("k3s-db-02", "nosudo")):
+        res = ssh(inv, host, f"id {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}; "
+                             + setup.split("; ", 1)[1].format(u=user))
+        assert res.returncode == 0, res.stderr
+    ssh(inv, "k3s-db-01", "echo 'ops ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/ops && "
+                          "chmod 440 /etc/sudoers.d/ops")
+    text = inv.path.read_text()
+    text = text.replace('[hosts.k3s-db-01]\n', '[hosts.k3s-db-01]\nssh_user = "ops"\n')
+    text = text.replace('[hosts.k3s-db-02]\n', '[hosts.k3s-db-02]\nssh_user = "nosudo"\n')
+    path = inv.path.with_name("sudo.toml")
+    path.write_text(text)
+    sudo_inv = inventory.load(path)
+
+    conn = remote.connect(sudo_inv, sudo_inv.host("k3s-db-01"))
+    remote.open_checked(conn)
+    try:
+        assert remote.sh(conn, "id -u", write=False).stdout.strip() == "0"
+        assert remote.ensure_file(conn, "/etc/k3s-ha-sudo-test", "s3cret\n", mode="0600",
+                                  secret=True)
+        assert not remote.ensure_file(conn, "/etc/k3s-ha-sudo-test", "s3cret\n", mode="0600",
+                                      secret=True)
+        assert remote.sh(conn, "cat > /root/from-stdin", stdin="via stdin").exited == 0
+    finally:
+        conn.close()
+    out = ssh(inv, "k3s-db-01", "stat -c '%U %a' /etc/k3s-ha-sudo-test; cat /root/from-stdin")
+    assert out.stdout.split("\n")[:2] == ["root 600", "via stdin"], out.stdout
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
+    env["K3S_HA_INVENTORY"] = str(path)
+    p = subprocess.run([sys.executable, "-m", "fabric", "cluster.check"], env=env, text=True,
+                       capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
+                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                           os.path.abspath(__file__)))))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "k3s-db-02: cannot run commands as root" in p.stderr and "passwordless sudo" in p.stderr
+    assert "k3s-db-01" not in p.stderr and "Traceback" not in p.stderr
+
+
 def test_extra_packages_build_their_own_cached_image(lab, tmp_path, monkeypatch):
     """[lab] extra_packages (the k3s stand-in will need python3 libraries) gives another
     cache key, a real debootstrap with the package in it, and a cache hit the second time."""
