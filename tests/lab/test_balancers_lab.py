@@ -205,3 +205,20 @@ def test_broken_value_is_rejected_and_live_config_untouched(lab, broken, what):
     assert "in the rendered /etc/" in p.stderr and broken[1].split('"')[1] in p.stderr
     assert {h: (live_configs(lab, h), main_pids(lab, h)) for h in API_PAIR} == before
     assert fab(lab, "balancers.status", "--strict").returncode == 0
+
+
+# ------------------------------------------------------------------ every golden variant
+def test_every_golden_variant_passes_the_real_validators(lab):
+    """The golden files pin the rendering; this checks each variant (guide, fast, unicast,
+    collapsed 7443, http db check, ...) is also accepted by the real HAProxy 2.6 and
+    keepalived 2.2.7. -dr: the variants name hosts this lab does not have."""
+    host = API_PAIR[0]
+    failures = []
+    for f in sorted((ROOT / "tests" / "golden" / "balancers").iterdir()):
+        check = ("haproxy -dr -c -f {}" if f.name.endswith("haproxy.cfg")
+                 else "keepalived -t -f {}").format(f"/tmp/golden-{f.name}")
+        p = subprocess.run(labnet.ssh_argv(lab, host, [f"cat > /tmp/golden-{f.name} && {check}"]),
+                           input=f.read_text(), capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            failures.append(f"{f.name}: exit {p.returncode}: {(p.stdout + p.stderr)[-400:]}")
+    assert not failures, "\n".join(failures)
