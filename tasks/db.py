@@ -7,6 +7,7 @@ itself comes from tasks/sql.py for the detected flavor and version.
 """
 from __future__ import annotations
 
+import re
 import select
 import shlex
 import socket
@@ -569,10 +570,17 @@ def vip_writes(r: Run) -> tuple[str, str]:
 
     The first value is a db host name, "none (all DOWN)" or "unknown" (then the second says why).
     """
-    inv = r.inv
-    vip = inv.vip_for_role("db-balancer")
-    names = {h.name for h in db_hosts(inv)}
-    for b in inv.with_role("db-balancer"):
+    servers, via = vip_servers(r)
+    if servers is None:
+        return "unknown", via
+    return writer(servers, {h.name for h in db_hosts(r.inv)}), via
+
+
+def vip_servers(r: Run) -> tuple[list[ServerStat] | None, str]:
+    """The datastore backend's servers as seen by the VIP holder's HAProxy, and its name
+    (or None and why they could not be read)."""
+    vip = r.inv.vip_for_role("db-balancer")
+    for b in r.inv.with_role("db-balancer"):
         try:
             conn = r.conn(b)
             holds = vip is not None and sh(conn, f"ip -o addr show | grep -qw {shlex.quote(vip.address)}",
@@ -582,30 +590,51 @@ def vip_writes(r: Run) -> tuple[str, str]:
             res = sh(conn, f"echo 'show stat' | socat -t 3 stdio UNIX-CONNECT:{ADMIN_SOCKET}",
                      warn=True, write=False)
             if res.exited != 0:
-                return "unknown", f"{b.name}: no HAProxy admin socket"
-            return writer(haproxy_servers(res.stdout), names), b.name
+                return None, f"{b.name}: no HAProxy admin socket"
+            return haproxy_servers(res.stdout), b.name
         except Exception as e:  # noqa: BLE001 - status reports, never fails on this
-            return "unknown", f"{b.name}: {e}"
-    return "unknown", "no balancer holds the datastore VIP"
+            return None, f"{b.name}: {e}"
+    return None, "no balancer holds the datastore VIP"
+
+
+def _order(servers: list[ServerStat], db_names: set[str]) -> list[ServerStat]:
+    """Datastore servers in HAProxy's order of preference: primaries, then backups."""
+    mine = [x for x in servers if x.server in db_names]
+    return [x for x in mine if not x.backup] + [x for x in mine if x.backup]
 
 
 def writer(servers: list[ServerStat], db_names: set[str]) -> str:
     """The server HAProxy's `balance first` + `backup` sends writes to: the first UP primary,
     else the first UP backup."""
-    for want_backup in (False, True):
-        for x in servers:
-            if x.server in db_names and x.backup == want_backup and x.status.startswith("UP"):
-                return x.server
+    for x in _order(servers, db_names):
+        if x.status.startswith("UP"):
+            return x.server
     return "none (all DOWN)"
 
 
+def rising_ahead(servers: list[ServerStat], db_names: set[str]) -> str | None:
+    """A server HAProxy prefers to the current writer that is passing checks on its way up
+    ("DOWN 6/30"): once up it takes the writes over (on-marked-up). None if there is none."""
+    for x in _order(servers, db_names):
+        if x.status.startswith("UP"):
+            return None
+        m = re.fullmatch(r"DOWN (\d+)/\d+", x.status)
+        if m and int(m.group(1)) > 0:
+            return x.server
+    return None
+
+
 def wait_writer(r: Run, timeout: float) -> tuple[str, str]:
-    """Poll vip_writes until HAProxy admits a writer (a returning server needs `rise` checks)."""
+    """Poll the VIP holder until HAProxy admits a writer (a returning server needs `rise`
+    checks) and no server it prefers is still rising, so the writer named is the one that
+    stays."""
     names = {h.name for h in db_hosts(r.inv)}
     end = time.monotonic() + timeout
     while True:
-        who, via = vip_writes(r)
-        if who in names or time.monotonic() > end:
+        servers, via = vip_servers(r)
+        who = "unknown" if servers is None else writer(servers, names)
+        settled = servers is not None and who in names and not rising_ahead(servers, names)
+        if settled or time.monotonic() > end:
             return who, via
         time.sleep(2)
 

@@ -211,6 +211,11 @@ def missing_packages(conn: Connection, packages: list[str], family: str) -> list
     return [p for p in packages if p not in installed]
 
 
+APT_UPDATE_TIMEOUT = 180   # s, per try of `apt-get update` (exit 124 when it ran out)
+APT_UPDATE_TRIES = 3
+APT_INSTALL_TIMEOUT = 1200
+
+
 def ensure_packages(conn: Connection, packages: list[str]) -> bool:
     """Install missing packages; no index update when everything is present."""
     family = os_family(conn)
@@ -220,11 +225,21 @@ def ensure_packages(conn: Connection, packages: list[str]) -> bool:
     q = " ".join(shlex.quote(p) for p in missing)
     if family == "debian":
         env = "DEBIAN_FRONTEND=noninteractive"
-        if sh(conn, f"{env} apt-get update -q", timeout=600, warn=True).exited != 0:
-            time.sleep(5)  # a mirror or proxy hiccup: one more try, then fail with its output
-            sh(conn, f"{env} apt-get update -q", timeout=600)
-        sh(conn, f"{env} apt-get install -y -q -o Dpkg::Options::=--force-confold {q}",
-           timeout=1200)
+        # `timeout` runs on the host: apt-get has been seen waiting forever after a proxy
+        # dropped an index mid-transfer (its http method idle, apt-get polling it); a
+        # timeout on our side alone would leave it running and holding the apt lock
+        update = f"{env} timeout -k 10 {APT_UPDATE_TIMEOUT} apt-get update -q"
+        for attempt in range(APT_UPDATE_TRIES):
+            last = attempt == APT_UPDATE_TRIES - 1
+            res = sh(conn, update, timeout=APT_UPDATE_TIMEOUT + 60, warn=not last)
+            if res.exited == 0:
+                break
+            log.warning("[%s] apt-get update failed (exit %s), trying again",
+                        conn.k3s_host.name if hasattr(conn, "k3s_host") else conn.host,
+                        res.exited)
+            time.sleep(5)
+        sh(conn, f"{env} timeout -k 10 {APT_INSTALL_TIMEOUT} apt-get install -y -q "
+           f"-o Dpkg::Options::=--force-confold {q}", timeout=APT_INSTALL_TIMEOUT + 60)
     else:
         sh(conn, f"dnf install -y -q {q}", timeout=1200)
     return True

@@ -105,3 +105,32 @@ def test_stopped_direction_is_restarted_not_reconfigured():
                                    "sql_running": "No"})
     assert kinds(plan(node(A, stopped), node(B, healthy(A)), USER)) == [
         ("start", "k3s-db-01", "k3s-db-02")]
+
+
+def _srv(name, status, backup=False):
+    from tasks.balancers import ServerStat
+    return ServerStat(proxy="k3s-db", server=name, backup=backup, status=status,
+                      check="L7OK 0", since="1s")
+
+
+def test_writer_is_the_first_up_primary_else_the_first_up_backup():
+    from tasks.db import writer
+    names = {"k3s-db-01", "k3s-db-02"}
+    assert writer([_srv("k3s-db-01", "UP"), _srv("k3s-db-02", "UP", True)], names) == "k3s-db-01"
+    assert writer([_srv("k3s-db-02", "UP", True), _srv("k3s-db-01", "DOWN")], names) == "k3s-db-02"
+    assert writer([_srv("k3s-db-01", "DOWN"), _srv("k3s-db-02", "MAINT", True)],
+                  names) == "none (all DOWN)"
+
+
+def test_a_preferred_server_still_rising_means_the_writer_is_not_settled():
+    # seen in the lab: both nodes rising together, the backup got UP a check earlier and
+    # held the writes for a second before the primary took them over
+    from tasks.db import rising_ahead
+    names = {"k3s-db-01", "k3s-db-02"}
+    assert rising_ahead([_srv("k3s-db-01", "DOWN 29/30"), _srv("k3s-db-02", "UP", True)],
+                        names) == "k3s-db-01"
+    assert rising_ahead([_srv("k3s-db-01", "DOWN"), _srv("k3s-db-02", "UP", True)],
+                        names) is None                         # primary failing: backup stays
+    assert rising_ahead([_srv("k3s-db-01", "UP"), _srv("k3s-db-02", "DOWN 3/30", True)],
+                        names) is None                         # a rising backup changes nothing
+    assert rising_ahead([_srv("k3s-db-01", "DOWN 0/30")], names) is None

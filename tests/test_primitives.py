@@ -170,10 +170,31 @@ def test_ensure_packages_no_index_update_when_all_present():
 def test_ensure_packages_installs_only_missing():
     c = _mock({OS_RELEASE_CMD: Result(DEBIAN),
                DPKG: Result("haproxy installed\n"),
-               "DEBIAN_FRONTEND=noninteractive apt-get update -q": Result(""),
-               "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o "
+               "DEBIAN_FRONTEND=noninteractive timeout -k 10 180 apt-get update -q": Result(""),
+               "DEBIAN_FRONTEND=noninteractive timeout -k 10 1200 apt-get install -y -q -o "
                "Dpkg::Options::=--force-confold keepalived": Result("")})
     assert remote.ensure_packages(c, ["haproxy", "keepalived"]) is True
+
+
+def test_ensure_packages_retries_a_stuck_index_update(monkeypatch):
+    monkeypatch.setattr(remote.time, "sleep", lambda s: None)
+    update = "DEBIAN_FRONTEND=noninteractive timeout -k 10 180 apt-get update -q"
+    c = _mock({OS_RELEASE_CMD: Result(DEBIAN),
+               DPKG: Result("haproxy installed\n"),
+               update: [Result("", exited=124), Result("")],
+               "DEBIAN_FRONTEND=noninteractive timeout -k 10 1200 apt-get install -y -q -o "
+               "Dpkg::Options::=--force-confold keepalived": Result("")})
+    assert remote.ensure_packages(c, ["haproxy", "keepalived"]) is True
+
+
+def test_ensure_packages_names_host_when_index_update_keeps_failing(monkeypatch):
+    monkeypatch.setattr(remote.time, "sleep", lambda s: None)
+    update = "DEBIAN_FRONTEND=noninteractive timeout -k 10 180 apt-get update -q"
+    c = _mock({OS_RELEASE_CMD: Result(DEBIAN),
+               DPKG: Result("haproxy installed\n"),
+               update: [Result("", stderr="E: mirror gone", exited=100)] * 3})
+    with pytest.raises(remote.StepFailed, match="db1: .*apt-get update.*exited 100"):
+        remote.ensure_packages(c, ["haproxy", "keepalived"])
 
 
 def test_ensure_service_untouched_when_running_and_unchanged():
