@@ -197,8 +197,9 @@ def render_apt_proxy(operator_address: str, port: int = ACNG_PORT,
                      check_valid_until: bool = True) -> str:
     out = f'Acquire::http::Proxy "http://{operator_address}:{port}";\n'
     out += 'Acquire::https::Proxy "DIRECT";\n'
-    # apt-cacher-ng serving one fresh index to several hosts at once once left a client
-    # waiting forever (seen in the lab): give up on a silent connection and retry
+    # give up on a silent connection and retry; this does not cover apt waiting forever
+    # after apt-cacher-ng failed a concurrent index refresh (README, lab): the tasks run
+    # apt-get update under `timeout` for that
     out += 'Acquire::http::Timeout "30";\nAcquire::Retries "3";\n'
     if not check_valid_until:
         out += 'Acquire::Check-Valid-Until "false";\n'

@@ -211,8 +211,9 @@ def missing_packages(conn: Connection, packages: list[str], family: str) -> list
     return [p for p in packages if p not in installed]
 
 
-APT_UPDATE_TIMEOUT = 180   # s, per try of `apt-get update` (exit 124 when it ran out)
-APT_UPDATE_TRIES = 3
+# s, one per try of `apt-get update` (exit 124 when it ran out): short first, since a hung
+# update makes no progress, longer after, for a slow mirror (apt resumes partial files)
+APT_UPDATE_TIMEOUTS = (60, 180, 600)
 APT_INSTALL_TIMEOUT = 1200
 
 
@@ -228,15 +229,15 @@ def ensure_packages(conn: Connection, packages: list[str]) -> bool:
         # `timeout` runs on the host: apt-get has been seen waiting forever after a proxy
         # dropped an index mid-transfer (its http method idle, apt-get polling it); a
         # timeout on our side alone would leave it running and holding the apt lock
-        update = f"{env} timeout -k 10 {APT_UPDATE_TIMEOUT} apt-get update -q"
-        for attempt in range(APT_UPDATE_TRIES):
-            last = attempt == APT_UPDATE_TRIES - 1
-            res = sh(conn, update, timeout=APT_UPDATE_TIMEOUT + 60, warn=not last)
+        for attempt, limit in enumerate(APT_UPDATE_TIMEOUTS, 1):
+            last = attempt == len(APT_UPDATE_TIMEOUTS)
+            res = sh(conn, f"{env} timeout -k 10 {limit} apt-get update -q", timeout=limit + 60,
+                     warn=not last)
             if res.exited == 0:
                 break
-            log.warning("[%s] apt-get update failed (exit %s), trying again",
+            log.warning("[%s] apt-get update %s, trying again",
                         conn.k3s_host.name if hasattr(conn, "k3s_host") else conn.host,
-                        res.exited)
+                        f"stopped after {limit} s" if res.exited == 124 else f"exited {res.exited}")
             time.sleep(5)
         sh(conn, f"{env} timeout -k 10 {APT_INSTALL_TIMEOUT} apt-get install -y -q "
            f"-o Dpkg::Options::=--force-confold {q}", timeout=APT_INSTALL_TIMEOUT + 60)

@@ -170,7 +170,7 @@ def test_ensure_packages_no_index_update_when_all_present():
 def test_ensure_packages_installs_only_missing():
     c = _mock({OS_RELEASE_CMD: Result(DEBIAN),
                DPKG: Result("haproxy installed\n"),
-               "DEBIAN_FRONTEND=noninteractive timeout -k 10 180 apt-get update -q": Result(""),
+               "DEBIAN_FRONTEND=noninteractive timeout -k 10 60 apt-get update -q": Result(""),
                "DEBIAN_FRONTEND=noninteractive timeout -k 10 1200 apt-get install -y -q -o "
                "Dpkg::Options::=--force-confold keepalived": Result("")})
     assert remote.ensure_packages(c, ["haproxy", "keepalived"]) is True
@@ -178,10 +178,10 @@ def test_ensure_packages_installs_only_missing():
 
 def test_ensure_packages_retries_a_stuck_index_update(monkeypatch):
     monkeypatch.setattr(remote.time, "sleep", lambda s: None)
-    update = "DEBIAN_FRONTEND=noninteractive timeout -k 10 180 apt-get update -q"
+    up = "DEBIAN_FRONTEND=noninteractive timeout -k 10 {} apt-get update -q"
     c = _mock({OS_RELEASE_CMD: Result(DEBIAN),
                DPKG: Result("haproxy installed\n"),
-               update: [Result("", exited=124), Result("")],
+               up.format(60): Result("", exited=124), up.format(180): Result(""),
                "DEBIAN_FRONTEND=noninteractive timeout -k 10 1200 apt-get install -y -q -o "
                "Dpkg::Options::=--force-confold keepalived": Result("")})
     assert remote.ensure_packages(c, ["haproxy", "keepalived"]) is True
@@ -189,10 +189,11 @@ def test_ensure_packages_retries_a_stuck_index_update(monkeypatch):
 
 def test_ensure_packages_names_host_when_index_update_keeps_failing(monkeypatch):
     monkeypatch.setattr(remote.time, "sleep", lambda s: None)
-    update = "DEBIAN_FRONTEND=noninteractive timeout -k 10 180 apt-get update -q"
+    up = "DEBIAN_FRONTEND=noninteractive timeout -k 10 {} apt-get update -q"
+    gone = Result("", stderr="E: mirror gone", exited=100)
     c = _mock({OS_RELEASE_CMD: Result(DEBIAN),
                DPKG: Result("haproxy installed\n"),
-               update: [Result("", stderr="E: mirror gone", exited=100)] * 3})
+               up.format(60): gone, up.format(180): gone, up.format(600): gone})
     with pytest.raises(remote.StepFailed, match="db1: .*apt-get update.*exited 100"):
         remote.ensure_packages(c, ["haproxy", "keepalived"])
 

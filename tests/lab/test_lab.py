@@ -181,7 +181,9 @@ def test_secrets_file_created_private(lab):
 
 def test_package_installs_through_the_cache(lab):
     inv, _ = lab
-    r = ssh(inv, "k3s-db-02", "apt-get update -q && DEBIAN_FRONTEND=noninteractive "
+    # retried under timeout like the tasks do (README: apt-cacher-ng trap)
+    r = ssh(inv, "k3s-db-02", "(timeout -k 5 60 apt-get update -q || timeout -k 5 120 "
+            "apt-get update -q) && DEBIAN_FRONTEND=noninteractive "
             "apt-get install -y -q --no-install-recommends lsof && lsof -v 2>&1 | head -2")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     log = (labnet.state_dir(inv) / "acng" / "log" / "apt-cacher.log").read_text()
