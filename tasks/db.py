@@ -722,6 +722,12 @@ def checksum(c: Context, yes: bool = False, retries: int = 5) -> None:
 
 
 # ------------------------------------------------------------------ health endpoint
+def health_allowed(inv: Inventory, h: Host) -> list[str]:
+    """Addresses the health endpoint on `h` answers: the datastore balancers, `h`, localhost."""
+    return sorted({"127.0.0.1", "::1", h.address}
+                  | {b.address for b in inv.with_role("db-balancer")})
+
+
 @k3s_task(help={"dry": H_DRY, "yes": H_YES})
 def health(c: Context, dry: bool = False, yes: bool = False) -> None:
     """Replication-aware HTTP check (port db.health_port) on each db host for HAProxy httpchk."""
@@ -729,7 +735,8 @@ def health(c: Context, dry: bool = False, yes: bool = False) -> None:
         def one(conn: Connection, h: Host) -> None:
             d = detect(conn, h)
             script = render.render("db-health.py.j2", port=r.inv.db["health_port"],
-                                   status_sql=sql.show_replica_status(d))
+                                   status_sql=sql.show_replica_status(d),
+                                   allowed=repr(health_allowed(r.inv, h)))
             unit = render.render("db-health.service")
             ch = r.step(h, "health script", lambda: ensure_file(conn, HEALTH_BIN, script,
                                                                 mode="0755"))

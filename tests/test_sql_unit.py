@@ -171,3 +171,24 @@ def test_binlog_and_dump_coords():
     assert sql.parse_dump_coords(maria) == ("mysql-bin.000004", 342)
     assert sql.parse_dump_coords(mysql) == ("binlog.000009", 157)
     assert sql.parse_dump_coords("-- nothing") is None
+
+
+def test_health_script_renders_valid_python_answering_only_the_balancers():
+    import ast
+    from pathlib import Path
+
+    from tasks import db, inventory
+    inv = inventory.load(Path(__file__).resolve().parents[1] / "hosts.toml")
+    h = inv.host("k3s-db-01")
+    allowed = db.health_allowed(inv, h)
+    assert set(allowed) == {"127.0.0.1", "::1", h.address} | {
+        b.address for b in inv.with_role("db-balancer")}
+    assert not {x.address for x in inv.with_role("k3s-server")} & set(allowed)
+    text = render.render("db-health.py.j2", port=9200, allowed=repr(allowed),
+                         status_sql=sql.show_replica_status(sql.parse_version("10.11.6-MariaDB")))
+    tree = ast.parse(text)
+    consts = {t.targets[0].id: ast.literal_eval(t.value) for t in tree.body
+              if isinstance(t, ast.Assign) and isinstance(t.targets[0], ast.Name)
+              and t.targets[0].id in ("ALLOWED", "PORT")}
+    assert consts == {"ALLOWED": allowed, "PORT": 9200}
+    assert "client_address[0] not in ALLOWED" in text

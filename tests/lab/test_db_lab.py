@@ -315,12 +315,19 @@ def test_failover_through_datastore_vip(lab):
 
 
 # ------------------------------------------------------------------ replication-aware health
-def http_health(inv, host):
-    """(status, body) of the db.health endpoint on `host`, (None, why) if it does not answer."""
+def http_health(inv, host, via="k3s-db-balancer-01"):
+    """(status, body) of the db.health endpoint on `host` asked from `via` (None: from here),
+    (None, why) if it does not answer."""
     import urllib.error
     import urllib.request
 
     url = f"http://{inv.host(host).address}:{inv.db['health_port']}/"
+    if via is not None:
+        p = subprocess.run(labnet.ssh_argv(inv, via, [
+            f"curl -s -m 3 -w '\\n%{{http_code}}' {url}"]), capture_output=True, text=True,
+            timeout=30)
+        body, _, code = p.stdout.rpartition("\n")
+        return (int(code), body) if code.strip() not in ("", "000") else (None, p.stderr)
     try:
         with urllib.request.urlopen(url, timeout=3) as r:
             return r.status, r.read().decode()
@@ -335,6 +342,11 @@ def test_health_endpoint_answers_200_only_when_caught_up(lab):
     assert p.returncode == 0, p.stdout + p.stderr
     for h in (DB1, DB2):
         assert wait_for(lambda: http_health(lab, h)[0] == 200, 60), http_health(lab, h)
+    # only the datastore balancers (and the host itself) are answered
+    for via in (None, "k3s-server-01"):
+        code, body = http_health(lab, DB1, via=via)
+        assert code == 403 and "not a datastore balancer" in body, (via, code, body)
+    assert http_health(lab, DB1, via="k3s-db-balancer-02")[0] == 200
     b = admin(lab, DB2)
     b("STOP SLAVE SQL_THREAD")
     try:
