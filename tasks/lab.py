@@ -9,6 +9,7 @@ import subprocess
 from invoke import Context, Exit
 
 from . import inventory, labnet
+from .errors import InputError
 from .output import k3s_task, say, table
 
 
@@ -43,6 +44,9 @@ def status(c: Context) -> None:
                 "command": "run this command instead of an interactive shell"})
 def ssh(c: Context, name: str, command: str = "") -> None:
     """Open an SSH session to a lab host (lab key, strict host-key checking)."""
+    if name.startswith("-"):  # `fab lab.ssh --help` hands "--help" over as the host name
+        raise InputError(f"'{name}' is not a host name. Usage: fab lab.ssh NAME "
+                         "[-c COMMAND]; options: fab --help lab.ssh")
     inv = inventory.load()
     argv = labnet.ssh_argv(inv, name, [command] if command else None)
     if not command:

@@ -84,3 +84,10 @@ def test_deploy_without_terminal_or_yes_fails_before_any_ssh():
     assert p.returncode == 2, p.stdout + p.stderr
     assert "--yes" in p.stderr and "no terminal" in p.stderr and "Traceback" not in p.stderr
     assert "cluster.check" not in p.stdout
+
+
+def test_help_given_after_a_positional_task_argument_points_at_the_right_form():
+    p = fab("lab.ssh", "--help")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "'--help' is not a host name" in p.stderr and "fab --help lab.ssh" in p.stderr
+    assert "Traceback" not in p.stderr
