@@ -167,33 +167,35 @@ def test_ensure_packages_no_index_update_when_all_present():
     # any apt-get call would have raised NotImplementedError in MockContext
 
 
+UPDATE = "DEBIAN_FRONTEND=noninteractive timeout -k 10 {} apt-get update -q"
+INSTALL_KEEPALIVED = ("DEBIAN_FRONTEND=noninteractive timeout -k 10 1200 apt-get install -y -q "
+                      "-o Dpkg::Options::=--force-confold keepalived")
+
+
+def _keepalived_missing(updates: dict) -> MockContext:
+    """haproxy present, keepalived missing; `updates`: try's timeout -> its Result."""
+    return _mock({OS_RELEASE_CMD: Result(DEBIAN), DPKG: Result("haproxy installed\n"),
+                  INSTALL_KEEPALIVED: Result(""),
+                  **{UPDATE.format(t): res for t, res in updates.items()}})
+
+
 def test_ensure_packages_installs_only_missing():
-    c = _mock({OS_RELEASE_CMD: Result(DEBIAN),
-               DPKG: Result("haproxy installed\n"),
-               "DEBIAN_FRONTEND=noninteractive timeout -k 10 60 apt-get update -q": Result(""),
-               "DEBIAN_FRONTEND=noninteractive timeout -k 10 1200 apt-get install -y -q -o "
-               "Dpkg::Options::=--force-confold keepalived": Result("")})
+    c = _keepalived_missing({60: Result("")})
     assert remote.ensure_packages(c, ["haproxy", "keepalived"]) is True
 
 
 def test_ensure_packages_retries_a_stuck_index_update(monkeypatch):
     monkeypatch.setattr(remote.time, "sleep", lambda s: None)
-    up = "DEBIAN_FRONTEND=noninteractive timeout -k 10 {} apt-get update -q"
-    c = _mock({OS_RELEASE_CMD: Result(DEBIAN),
-               DPKG: Result("haproxy installed\n"),
-               up.format(60): Result("", exited=124), up.format(180): Result(""),
-               "DEBIAN_FRONTEND=noninteractive timeout -k 10 1200 apt-get install -y -q -o "
-               "Dpkg::Options::=--force-confold keepalived": Result("")})
+    c = _keepalived_missing({60: Result("", exited=124), 180: Result("")})
     assert remote.ensure_packages(c, ["haproxy", "keepalived"]) is True
+    ran = [call.args[0] for call in c.run.call_args_list]
+    assert ran[-3:] == [UPDATE.format(60), UPDATE.format(180), INSTALL_KEEPALIVED]
 
 
 def test_ensure_packages_names_host_when_index_update_keeps_failing(monkeypatch):
     monkeypatch.setattr(remote.time, "sleep", lambda s: None)
-    up = "DEBIAN_FRONTEND=noninteractive timeout -k 10 {} apt-get update -q"
     gone = Result("", stderr="E: mirror gone", exited=100)
-    c = _mock({OS_RELEASE_CMD: Result(DEBIAN),
-               DPKG: Result("haproxy installed\n"),
-               up.format(60): gone, up.format(180): gone, up.format(600): gone})
+    c = _keepalived_missing({60: gone, 180: gone, 600: gone})
     with pytest.raises(remote.StepFailed, match="db1: .*apt-get update.*exited 100"):
         remote.ensure_packages(c, ["haproxy", "keepalived"])
 
