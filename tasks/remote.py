@@ -110,44 +110,64 @@ def _wrap(conn: Connection, cmd: str) -> str:
     return cmd if user == "root" else f"sudo -n sh -c {shlex.quote(cmd)}"
 
 
+def host_name(conn: Connection) -> str:
+    """The inventory name of the host behind `conn` (its address for a bare Connection)."""
+    host = getattr(conn, "k3s_host", None)
+    return host.name if host else conn.host
+
+
+def _tail(res: Any) -> str:
+    out = (res.stderr or res.stdout or "").strip().splitlines()
+    return "\n    ".join(out[-8:]) if out else "(no output)"
+
+
+# after this many seconds past `timeout`, the local side gives up on a host that did not
+# answer at all (the host's own `timeout` normally ends the command first)
+TIMEOUT_GRACE = 60
+
+
 def sh(conn: Connection, cmd: str, *, stdin: str | None = None, warn: bool = False,
        write: bool = True, timeout: int | None = None, mask: str = "") -> Any:
     """Run `cmd` as root on the host (sudo -n for non-root users).
 
     stdin: data for the command's standard input (the way to pass secrets: never in argv).
     write=False marks a read-only probe: it runs even in dry run.
+    timeout: seconds; the command runs under `timeout` on the host, so one that runs over
+    is stopped there (a local timeout alone would leave it running, holding its locks)
+    and exits 124.
     mask: a substring hidden from debug logs.
     Raises StepFailed naming the host and the failing command unless warn=True.
     """
-    full = _wrap(conn, cmd)
+    if timeout is not None:
+        # `; exit $?`: a shell stays in front of `timeout`, which kills its own process
+        # group on -k and would otherwise end the session by a signal instead of 137
+        full = _wrap(conn, f"timeout -k 10 {timeout} sh -c {shlex.quote(cmd)}; exit $?")
+    else:
+        full = _wrap(conn, cmd)
     shown = cmd.replace(mask, "***") if mask else cmd
-    host = getattr(conn, "k3s_host", None)
-    name = host.name if host else conn.host
+    name = host_name(conn)
     if write and is_dry(conn):
         print(f"[{name}] would run: {shown}")
         return _DryResult()
     log.debug("[%s] $ %s", name, shown)
     try:
         res = conn.run(full, hide=True, warn=True, in_stream=io.StringIO(stdin) if stdin is not None
-                       else False, dry=False, timeout=timeout, pty=False)
+                       else False, dry=False, pty=False,
+                       timeout=None if timeout is None else timeout + TIMEOUT_GRACE)
     except UnexpectedExit as e:  # pragma: no cover - warn=True prevents it
         res = e.result
     except CommandTimedOut as e:  # raised even with warn=True
-        if not warn:
-            out = (e.result.stderr or e.result.stdout).strip().splitlines()
-            tail = "\n    ".join(out[-8:]) if out else "(no output)"
-            raise StepFailed(f"{name}: '{shown}' did not finish within {timeout} s "
-                             f"(stopped):\n    {tail}") from None
         res = e.result
-        res.exited = res.exited or 124
+        res.exited = 124
     except Exception as e:
         if isinstance(e, (paramiko.SSHException, OSError, socket.timeout)):
             raise ConnectError(f"{name}: connection lost while running '{shown}': {e}") from None
         raise
     if res.exited != 0 and not warn:
-        err = (res.stderr or res.stdout).strip().splitlines()
-        tail = "\n    ".join(err[-8:]) if err else "(no output)"
-        raise StepFailed(f"{name}: '{shown}' exited {res.exited}:\n    {tail}")
+        if timeout is not None and res.exited in (124, 137):
+            raise StepFailed(f"{name}: '{shown}' did not finish within {timeout} s "
+                             f"(stopped):\n    {_tail(res)}")
+        raise StepFailed(f"{name}: '{shown}' exited {res.exited}:\n    {_tail(res)}")
     return res
 
 
@@ -211,10 +231,10 @@ def missing_packages(conn: Connection, packages: list[str], family: str) -> list
     return [p for p in packages if p not in installed]
 
 
-# s, one per try of `apt-get update` (exit 124 when it ran out): short first, since a hung
-# update makes no progress, longer after, for a slow mirror (apt resumes partial files)
+# s, one per try of `apt-get update`: short first, since a hung update makes no progress,
+# longer after, for a slow mirror (apt resumes partial files)
 APT_UPDATE_TIMEOUTS = (60, 180, 600)
-APT_INSTALL_TIMEOUT = 1200
+INSTALL_TIMEOUT = 1200
 
 
 def ensure_packages(conn: Connection, packages: list[str]) -> bool:
@@ -226,23 +246,20 @@ def ensure_packages(conn: Connection, packages: list[str]) -> bool:
     q = " ".join(shlex.quote(p) for p in missing)
     if family == "debian":
         env = "DEBIAN_FRONTEND=noninteractive"
-        # `timeout` runs on the host: apt-get has been seen waiting forever after a proxy
-        # dropped an index mid-transfer (its http method idle, apt-get polling it); a
-        # timeout on our side alone would leave it running and holding the apt lock
+        # apt 2.6 has been seen waiting forever after apt-cacher-ng failed a concurrent
+        # index refresh (README, lab): each try is stopped on the host and retried
         for attempt, limit in enumerate(APT_UPDATE_TIMEOUTS, 1):
             last = attempt == len(APT_UPDATE_TIMEOUTS)
-            res = sh(conn, f"{env} timeout -k 10 {limit} apt-get update -q", timeout=limit + 60,
-                     warn=not last)
+            res = sh(conn, f"{env} apt-get update -q", timeout=limit, warn=not last)
             if res.exited == 0:
                 break
-            log.warning("[%s] apt-get update %s, trying again",
-                        conn.k3s_host.name if hasattr(conn, "k3s_host") else conn.host,
+            log.warning("[%s] apt-get update %s, trying again", host_name(conn),
                         f"stopped after {limit} s" if res.exited == 124 else f"exited {res.exited}")
             time.sleep(5)
-        sh(conn, f"{env} timeout -k 10 {APT_INSTALL_TIMEOUT} apt-get install -y -q "
-           f"-o Dpkg::Options::=--force-confold {q}", timeout=APT_INSTALL_TIMEOUT + 60)
+        sh(conn, f"{env} apt-get install -y -q -o Dpkg::Options::=--force-confold {q}",
+           timeout=INSTALL_TIMEOUT)
     else:
-        sh(conn, f"dnf install -y -q {q}", timeout=1200)
+        sh(conn, f"dnf install -y -q {q}", timeout=INSTALL_TIMEOUT)
     return True
 
 

@@ -4,6 +4,7 @@ and against invoke's MockContext where the exact command conversation matters.""
 import grp
 import os
 import pwd
+import subprocess
 
 import pytest
 from invoke import Config, Context, MockContext, Result
@@ -136,7 +137,19 @@ def test_failed_command_names_host_and_command(conn):
 def test_timeout_names_host_and_command_or_returns_nonzero_with_warn(conn):
     with pytest.raises(StepFailed, match=r"local: 'sleep 5' did not finish within 1 s"):
         remote.sh(conn, "sleep 5", timeout=1)
-    assert remote.sh(conn, "sleep 5", timeout=1, warn=True).exited != 0
+    assert remote.sh(conn, "sleep 5", timeout=1, warn=True).exited == 124
+
+
+def test_timeout_stops_the_command_on_the_host_itself(conn):
+    # the host's own `timeout` ends it: nothing is left running (and holding locks)
+    # once sh() returns, even when the command ignores SIGTERM
+    marker = f"k3s-ha-test-{os.getpid()}"
+    cmd = f"trap '' TERM; sleep 30 # {marker}"
+    res = remote.sh(conn, cmd, timeout=1, warn=True)
+    assert res.exited == 137  # SIGKILL after -k 10
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    assert left == "", left
+    assert conn.commands[-1].startswith("timeout -k 10 1 sh -c ")
 
 
 def test_probe_exit_codes(conn):
@@ -167,9 +180,9 @@ def test_ensure_packages_no_index_update_when_all_present():
     # any apt-get call would have raised NotImplementedError in MockContext
 
 
-UPDATE = "DEBIAN_FRONTEND=noninteractive timeout -k 10 {} apt-get update -q"
-INSTALL_KEEPALIVED = ("DEBIAN_FRONTEND=noninteractive timeout -k 10 1200 apt-get install -y -q "
-                      "-o Dpkg::Options::=--force-confold keepalived")
+UPDATE = "timeout -k 10 {} sh -c 'DEBIAN_FRONTEND=noninteractive apt-get update -q'; exit $?"
+INSTALL_KEEPALIVED = ("timeout -k 10 1200 sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install "
+                      "-y -q -o Dpkg::Options::=--force-confold keepalived'; exit $?")
 
 
 def _keepalived_missing(updates: dict) -> MockContext:

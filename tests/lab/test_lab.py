@@ -190,6 +190,39 @@ def test_package_installs_through_the_cache(lab):
     assert re.search(rf"\|{re.escape(inv.host('k3s-db-02').address)}\|.*lsof_.*\.deb", log)
 
 
+def test_a_hung_index_update_is_stopped_on_the_host_and_retried(lab, monkeypatch):
+    """ensure_packages against the apt hang seen behind apt-cacher-ng (README): the first
+    `apt-get update` never returns; the task stops it on the host, retries and installs,
+    leaving no process behind."""
+    from tasks import remote
+
+    inv, _ = lab
+    host = "k3s-server-01"
+    shim = ("#!/bin/sh\n# first call hangs like apt 2.6 after the apt-cacher-ng race\n"
+            "if [ ! -e /run/apt-hung-once ]; then touch /run/apt-hung-once; "
+            "exec sleep 1000; fi\nexec /usr/bin/apt-get \"$@\"\n")
+    r = subprocess.run(labnet.ssh_argv(inv, host, [
+        "rm -f /run/apt-hung-once; cat > /usr/local/sbin/apt-get && "
+        "chmod 755 /usr/local/sbin/apt-get"]), input=shim, capture_output=True, text=True,
+        timeout=30)
+    assert r.returncode == 0, r.stderr
+    monkeypatch.setattr(remote, "APT_UPDATE_TIMEOUTS", (5, 120))
+    conn = remote.connect(inv, inv.host(host))
+    remote.open_checked(conn)
+    try:
+        t0 = time.monotonic()
+        assert remote.ensure_packages(conn, ["lsof"]) is True
+        took = time.monotonic() - t0
+    finally:
+        conn.close()
+        ssh(inv, host, "rm -f /usr/local/sbin/apt-get")
+    out = ssh(inv, host, "test -e /run/apt-hung-once && echo HUNG-ONCE; "
+                         "pgrep -a 'sleep|apt' || echo NOTHING-LEFT; lsof -v 2>&1 | head -1")
+    assert "HUNG-ONCE" in out.stdout, out.stdout            # the shim really hung once
+    assert "NOTHING-LEFT" in out.stdout, out.stdout        # stopped on the host, not here
+    assert "lsof" in out.stdout and took < 120, (took, out.stdout)
+
+
 def test_power_off_and_on_keeps_files(lab):
     inv, _ = lab
     h = inv.host("k3s-db-01")
