@@ -724,7 +724,7 @@ def checksum(c: Context, yes: bool = False, retries: int = 5) -> None:
 # ------------------------------------------------------------------ health endpoint
 def health_allowed(inv: Inventory, h: Host) -> list[str]:
     """Addresses the health endpoint on `h` answers: the datastore balancers, `h`, localhost."""
-    return sorted({"127.0.0.1", "::1", h.address}
+    return sorted({"127.0.0.1", h.address}
                   | {b.address for b in inv.with_role("db-balancer")})
 
 

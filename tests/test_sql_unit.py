@@ -181,7 +181,7 @@ def test_health_script_renders_valid_python_answering_only_the_balancers():
     inv = inventory.load(Path(__file__).resolve().parents[1] / "hosts.toml")
     h = inv.host("k3s-db-01")
     allowed = db.health_allowed(inv, h)
-    assert set(allowed) == {"127.0.0.1", "::1", h.address} | {
+    assert set(allowed) == {"127.0.0.1", h.address} | {
         b.address for b in inv.with_role("db-balancer")}
     assert not {x.address for x in inv.with_role("k3s-server")} & set(allowed)
     text = render.render("db-health.py.j2", port=9200, allowed=repr(allowed),

@@ -347,6 +347,11 @@ def test_health_endpoint_answers_200_only_when_caught_up(lab):
         code, body = http_health(lab, DB1, via=via)
         assert code == 403 and "not a datastore balancer" in body, (via, code, body)
     assert http_health(lab, DB1, via="k3s-db-balancer-02")[0] == 200
+    assert http_health(lab, DB1, via=DB1)[0] == 200                 # the host itself
+    local = subprocess.run(labnet.ssh_argv(lab, DB1, [
+        f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{lab.db['health_port']}/"]),
+        capture_output=True, text=True, timeout=30)
+    assert local.stdout == "200", (local.stdout, local.stderr)
     b = admin(lab, DB2)
     b("STOP SLAVE SQL_THREAD")
     try:
