@@ -112,6 +112,19 @@ def test_status_shows_holders_and_backends(lab):
     assert "backup" in p.stdout and "primary" in p.stdout
 
 
+def test_track_script_polls_stay_out_of_the_journal(lab):
+    """keepalived's track script reads the stats page every second (`no log` on it), while
+    HAProxy still logs through the journal: 5 s of polls leave no stats line."""
+    host = API_PAIR[0]
+    out = ssh(lab, host, "sleep 5; journalctl -u haproxy --since '-5s' --no-pager -o cat; "
+                         "journalctl -u haproxy --no-pager -o cat | grep -c . ")
+    lines = out.splitlines()
+    assert int(lines[-1]) > 0, out                      # HAProxy does log to the journal
+    assert not [ln for ln in lines[:-1] if "stats" in ln], out
+    chk = ssh(lab, host, "grep -c '/stats' /etc/keepalived/keepalived.conf")
+    assert int(chk.strip() or 0) > 0, chk              # the track script polls the page
+
+
 # ------------------------------------------------------------------ faults
 def test_haproxy_stopped_moves_the_vip(lab):
     first, second = API_PAIR
