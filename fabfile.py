@@ -8,5 +8,5 @@ from invoke import Collection
 from tasks import balancers, cluster, db, lab
 
 ns = Collection()
-for mod in (cluster, lab, db, balancers):
-    ns.add_collection(Collection.from_module(mod))
+for pkg in (cluster, lab, db, balancers):
+    ns.add_collection(pkg.ns)

@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tasks import inventory, labnet  # noqa: E402
+from tasks.core import inventory
+from tasks.lab import labnet  # noqa: E402
 
 NAME = "kbn"
 

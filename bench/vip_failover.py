@@ -30,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tasks import inventory, labnet  # noqa: E402
+from tasks.core import inventory
+from tasks.lab import labnet  # noqa: E402
 from tests.lab.khb_inventory import API_PAIR, API_VIP, start_backends, write_inventory  # noqa: E402
 
 FAST = 'fast_mode = true\nadvert_int = 0.1'

@@ -126,7 +126,7 @@ def backend_command() -> str:
 def start_backends(inv) -> None:
     import subprocess
 
-    from tasks import labnet
+    from tasks.lab import labnet
 
     for h in BACKENDS:
         subprocess.run(labnet.ssh_argv(inv, h, [backend_command()]), check=True,

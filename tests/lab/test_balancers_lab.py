@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from bench.vip_failover import Probe, holder, wait_for
-from tasks import inventory, labnet
+from tasks.core import inventory
+from tasks.lab import labnet
 from tests.lab.khb_inventory import (API_PAIR, API_VIP, DB_PAIR, DB_VIP, NAME, inventory_text,
                                      start_backends, write_inventory)
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from tasks import db as dbtasks
-from tasks import inventory, labnet, remote
+from tasks.core import inventory, ssh
+from tasks.db import tasks as dbtasks
+from tasks.lab import labnet
 from tests.lab.khd_inventory import DB1, DB2, write_inventory
 
 pytestmark = pytest.mark.lab
@@ -58,8 +59,8 @@ class Sql:
     """pymysql through SSH from `via` (an inventory host) to `target`:3306."""
 
     def __init__(self, inv, via, user, password, target="127.0.0.1", database=None):
-        self.conn = remote.connect(inv, inv.host(via))
-        remote.open_checked(self.conn)
+        self.conn = ssh.connect(inv, inv.host(via))
+        ssh.open_checked(self.conn)
         self.db = dbtasks.mysql_connect(self.conn, user=user, password=password, host=target,
                                         database=database)
 

@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-from tasks import inventory, labnet
-from tasks.errors import Refused
+from tasks.core import inventory
+from tasks.lab import labnet
+from tasks.core.errors import Refused
 
 pytestmark = [
     pytest.mark.lab,
@@ -194,7 +195,8 @@ def test_a_hung_index_update_is_stopped_on_the_host_and_retried(lab, monkeypatch
     """ensure_packages against the apt hang seen behind apt-cacher-ng (README): the first
     `apt-get update` never returns; the task stops it on the host, retries and installs,
     leaving no process behind."""
-    from tasks import remote
+    from tasks.core import ops
+    from tasks.core import ssh as rssh
 
     inv, _ = lab
     host = "k3s-server-01"
@@ -206,12 +208,12 @@ def test_a_hung_index_update_is_stopped_on_the_host_and_retried(lab, monkeypatch
         "chmod 755 /usr/local/sbin/apt-get"]), input=shim, capture_output=True, text=True,
         timeout=30)
     assert r.returncode == 0, r.stderr
-    monkeypatch.setattr(remote, "APT_UPDATE_TIMEOUTS", (5, 120))
-    conn = remote.connect(inv, inv.host(host))
-    remote.open_checked(conn)
+    monkeypatch.setattr(ops, "APT_UPDATE_TIMEOUTS", (5, 120))
+    conn = rssh.connect(inv, inv.host(host))
+    rssh.open_checked(conn)
     try:
         t0 = time.monotonic()
-        assert remote.ensure_packages(conn, ["lsof"]) is True
+        assert ops.ensure_packages(conn, ["lsof"]) is True
         took = time.monotonic() - t0
     finally:
         conn.close()
@@ -342,7 +344,8 @@ def test_non_root_user_works_through_sudo_and_without_it_is_named(lab):
     cluster.check naming the host and the fix."""
     import sys
 
-    from tasks import remote
+    from tasks.core import ops
+    from tasks.core import ssh as rssh
 
     inv, _ = lab
     setup = ("id ops >/dev/null 2>&1 || useradd -m -s /bin/bash {u}; "
@@ -361,15 +364,15 @@ def test_non_root_user_works_through_sudo_and_without_it_is_named(lab):
     path.write_text(text)
     sudo_inv = inventory.load(path)
 
-    conn = remote.connect(sudo_inv, sudo_inv.host("k3s-db-01"))
-    remote.open_checked(conn)
+    conn = rssh.connect(sudo_inv, sudo_inv.host("k3s-db-01"))
+    rssh.open_checked(conn)
     try:
-        assert remote.sh(conn, "id -u", write=False).stdout.strip() == "0"
-        assert remote.ensure_file(conn, "/etc/k3s-ha-sudo-test", "s3cret\n", mode="0600",
+        assert rssh.sh(conn, "id -u", write=False).stdout.strip() == "0"
+        assert ops.ensure_file(conn, "/etc/k3s-ha-sudo-test", "s3cret\n", mode="0600",
                                   secret=True)
-        assert not remote.ensure_file(conn, "/etc/k3s-ha-sudo-test", "s3cret\n", mode="0600",
+        assert not ops.ensure_file(conn, "/etc/k3s-ha-sudo-test", "s3cret\n", mode="0600",
                                       secret=True)
-        assert remote.sh(conn, "cat > /root/from-stdin", stdin="via stdin").exited == 0
+        assert rssh.sh(conn, "cat > /root/from-stdin", stdin="via stdin").exited == 0
     finally:
         conn.close()
     out = ssh(inv, "k3s-db-01", "stat -c '%U %a' /etc/k3s-ha-sudo-test; cat /root/from-stdin")

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import inventory, labnet
-from tasks.errors import InputError, Refused
+from tasks.core import inventory
+from tasks.lab import labnet
+from tasks.core.errors import InputError, Refused
 
-HOSTS_TOML = Path(__file__).resolve().parent.parent / "hosts.toml"
+HOSTS_TOML = Path(__file__).resolve().parents[2] / "hosts.toml"
 
 SOURCES = """\
 Types: deb

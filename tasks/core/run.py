@@ -1,63 +1,28 @@
-"""What the operator sees: per-host step lines, the recap table, and the task boundary.
+"""One task run: inventory, connections, one fan-out over hosts, a poll helper, the recap.
 
-`k3s_task` wraps invoke's @task: expected failures (K3sHaError) become a one-paragraph
-message and an exit code, never a traceback. `Run` is one task invocation: it loads the
-inventory, opens connections, runs a function per host (in parallel), prints step lines
-and, at the end, a recap of host x step with ok / changed / failed, like Ansible's.
+`Run` loads the inventory, opens connections, runs a function per host (in parallel),
+records step lines and, at the end, prints a recap of host x step with ok / changed /
+failed, like Ansible's. `fan_out` is the project's only thread fan-out; `poll` its only
+wait-until loop.
 """
 from __future__ import annotations
 
-import functools
-import logging
 import threading
+import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from fabric import Connection
-from invoke import Context, Exit, task
+from invoke import Context
 from tabulate import tabulate
 
 from . import inventory as inventory_mod
+from .cli import say
 from .errors import ConnectError, K3sHaError
 from .inventory import Host, Inventory
-from .remote import connect, fan_out, open_checked
+from .ssh import connect, lab_route_ok, open_checked
 
-log = logging.getLogger("k3sha")
-_print_lock = threading.Lock()
-
-OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
-
-
-def say(msg: str) -> None:
-    with _print_lock:
-        print(msg, flush=True)
-
-
-def k3s_task(*args: Any, **kwargs: Any) -> Callable:
-    """Like invoke.task, plus: project errors -> clean message + exit code."""
-
-    def deco(fn: Callable) -> Any:
-        @functools.wraps(fn)
-        def wrapper(c: Context, *a: Any, **kw: Any) -> Any:
-            if logging.getLogger().isEnabledFor(logging.DEBUG):  # fab --debug
-                # show our commands (secrets masked), not paramiko's packet dumps
-                for noisy in ("paramiko", "invoke", "fabric"):
-                    logging.getLogger(noisy).setLevel(logging.WARNING)
-                logging.getLogger("k3sha").setLevel(logging.DEBUG)
-            try:
-                return fn(c, *a, **kw)
-            except K3sHaError as e:
-                raise Exit(f"error: {e}", code=e.exit_code) from None
-            except KeyboardInterrupt:
-                raise Exit("interrupted", code=130) from None
-
-        return task(*args, **kwargs)(wrapper)
-
-    if len(args) == 1 and callable(args[0]) and not kwargs:
-        fn = args[0]
-        args = ()
-        return deco(fn)
-    return deco
+OK, CHANGED, FAILED = "ok", "changed", "failed"
 
 
 class Run:
@@ -119,8 +84,6 @@ class Run:
         """fn(conn, host) on every host; failures are collected per host, then raised together."""
 
         if connect_first and self.inv.is_lab and hosts:
-            from .remote import lab_route_ok
-
             if not lab_route_ok(self.inv, hosts[0].address):
                 raise ConnectError(
                     f"the lab '{self.inv.lab['name']}' is not up (no route to "
@@ -217,11 +180,49 @@ class _Session:
         return None
 
 
-def iter_rows(rows: list[dict[str, Any]], cols: list[str]) -> Iterator[list[Any]]:
-    for r in rows:
-        yield [r.get(c, "") for c in cols]
+def fan_out(items: list[Any], fn: Callable[[Any], Any], *, parallel: bool = True
+            ) -> dict[Any, tuple[bool, Any]]:
+    """Run fn(item) for every item (in threads), return {item: (ok, result_or_exception)}.
+
+    One failure never hides another item's result: every item is run and reported.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    out: dict[Any, tuple[bool, Any]] = {}
+
+    def one(it: Any) -> tuple[bool, Any]:
+        try:
+            return True, fn(it)
+        except Exception as e:  # reported per item by the caller
+            return False, e
+
+    if not parallel or len(items) <= 1:
+        for it in items:
+            out[it] = one(it)
+        return out
+    with ThreadPoolExecutor(max_workers=min(16, len(items))) as ex:
+        for it, res in zip(items, ex.map(one, items)):
+            out[it] = res
+    return out
 
 
-def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
-    return tabulate(list(iter_rows(rows, cols)), headers=cols, tablefmt="simple")
+def poll(fn: Callable[[], Any], *, timeout: float, interval: float = 0.5,
+         until: Callable[[Any], bool] = bool) -> tuple[bool, Any]:
+    """Call fn() until until(result) holds or timeout seconds pass: (met, last result).
 
+    An exception from fn counts as "not yet" until the timeout, then it is raised.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            res = fn()
+            err = None
+        except Exception as e:  # retried until the deadline
+            res, err = None, e
+        if err is None and until(res):
+            return True, res
+        if time.monotonic() >= end:
+            if err is not None:
+                raise err
+            return False, res
+        time.sleep(interval)

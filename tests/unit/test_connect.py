@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import inventory, remote
-from tasks.errors import ConnectError
+from tasks.core import inventory, ssh
+from tasks.core.errors import ConnectError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def loopback_inventory(tmp_path, port):
@@ -32,9 +32,9 @@ def free_port():
 
 def test_refused_port_names_host_and_cause(tmp_path):
     inv = loopback_inventory(tmp_path, free_port())
-    conn = remote.connect(inv, inv.hosts["k3s-db-01"])
+    conn = ssh.connect(inv, inv.hosts["k3s-db-01"])
     with pytest.raises(ConnectError) as ei:
-        remote.open_checked(conn)
+        ssh.open_checked(conn)
     msg = str(ei.value)
     assert "k3s-db-01" in msg and "unreachable" in msg and "refused" in msg.lower()
 
@@ -63,9 +63,9 @@ def test_unknown_host_key_is_refused_not_accepted(tmp_path):
     th = threading.Thread(target=serve, daemon=True)
     th.start()
     inv = loopback_inventory(tmp_path, port)
-    conn = remote.connect(inv, inv.hosts["k3s-db-01"])
+    conn = ssh.connect(inv, inv.hosts["k3s-db-01"])
     with pytest.raises(ConnectError) as ei:
-        remote.open_checked(conn)
+        ssh.open_checked(conn)
     msg = str(ei.value)
     assert "host key unknown" in msg and "ssh-keyscan" in msg
     assert not (tmp_path / "kh").exists()  # nothing was auto-added

@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import InventoryError
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
 DEFAULT_INVENTORY = PROJECT_DIR / "hosts.toml"
 
 ROLES = ("k3s-balancer", "db-balancer", "db", "k3s-server", "k3s-agent")

@@ -10,10 +10,10 @@ from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from tasks import inventory, secrets
-from tasks.errors import InputError, SecretMissing
+from tasks.core import inventory, secrets
+from tasks.core.errors import InputError, SecretMissing
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -89,8 +89,8 @@ def test_missing_secret_with_yes_names_env_var(inv):
 def test_no_tty_fails_fast_without_hanging(inv, tmp_path):
     """A real subprocess with stdin not a TTY: exits non-zero at once, no prompt."""
     code = ("import sys; sys.path.insert(0, %r)\n"
-            "from tasks import inventory, secrets\n"
-            "from tasks.errors import K3sHaError\n"
+            "from tasks.core import inventory, secrets\n"
+            "from tasks.core.errors import K3sHaError\n"
             "try:\n"
             "    secrets.get_secret('k3s_db_password', inventory.load(%r))\n"
             "except K3sHaError as e:\n"

@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .errors import InputError
+from ..core.errors import InputError
 
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
 ADMIN_USER = "k3sha_admin"

@@ -9,9 +9,9 @@ import subprocess
 import pytest
 from invoke import Config, Context, MockContext, Result
 
-from tasks import remote
-from tasks.errors import InputError, StepFailed
-from tasks.inventory import Host
+from tasks.core import ops, run, ssh
+from tasks.core.errors import InputError, StepFailed
+from tasks.core.inventory import Host
 
 USER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
@@ -48,11 +48,11 @@ def _meta(**kw):
 
 def test_ensure_file_creates_then_reports_unchanged(tmp_path, conn):
     target = tmp_path / "app.cfg"
-    assert remote.ensure_file(conn, str(target), "a = 1\n", **_meta()) is True
+    assert ops.ensure_file(conn, str(target), "a = 1\n", **_meta()) is True
     assert target.read_text() == "a = 1\n"
     assert oct(target.stat().st_mode & 0o777) == "0o640"
     n = len(conn.commands)
-    assert remote.ensure_file(conn, str(target), "a = 1\n", **_meta()) is False
+    assert ops.ensure_file(conn, str(target), "a = 1\n", **_meta()) is False
     # unchanged: only read-only probes ran (no install/mv)
     assert not any(c.startswith(("install", "mv", "cp")) for c in conn.commands[n:])
 
@@ -61,7 +61,7 @@ def test_ensure_file_keeps_backup_and_replaces_atomically(tmp_path, conn):
     target = tmp_path / "app.cfg"
     target.write_text("old\n")
     os.chmod(target, 0o640)
-    assert remote.ensure_file(conn, str(target), "new\n", **_meta()) is True
+    assert ops.ensure_file(conn, str(target), "new\n", **_meta()) is True
     assert target.read_text() == "new\n"
     assert (tmp_path / "app.cfg.bak").read_text() == "old\n"
     assert not list(tmp_path.glob("*.k3sha-new"))
@@ -71,7 +71,7 @@ def test_validator_failure_leaves_live_file_untouched(tmp_path, conn):
     target = tmp_path / "haproxy.cfg"
     target.write_text("good\n")
     with pytest.raises(StepFailed) as ei:
-        remote.ensure_file(conn, str(target), "bad line 3\n", **_meta(),
+        ops.ensure_file(conn, str(target), "bad line 3\n", **_meta(),
                            validate="sh -c 'echo \"[ALERT] parsing line 3\" >&2; exit 1' %s")
     assert target.read_text() == "good\n"
     assert "line 3" in str(ei.value) and "untouched" in str(ei.value)
@@ -81,7 +81,7 @@ def test_validator_failure_leaves_live_file_untouched(tmp_path, conn):
 
 def test_validator_sees_the_staged_copy(tmp_path, conn):
     target = tmp_path / "x.cfg"
-    remote.ensure_file(conn, str(target), "ok\n", **_meta(), validate="grep -q ok %s")
+    ops.ensure_file(conn, str(target), "ok\n", **_meta(), validate="grep -q ok %s")
     assert target.read_text() == "ok\n"
 
 
@@ -90,18 +90,18 @@ def test_dry_run_changes_nothing_and_shows_diff(tmp_path, capsys):
     target = tmp_path / "x.cfg"
     target.write_text("timeout 1s\n")
     os.chmod(target, 0o640)
-    assert remote.ensure_file(conn, str(target), "timeout 5s\n", **_meta()) is True
+    assert ops.ensure_file(conn, str(target), "timeout 5s\n", **_meta()) is True
     out = capsys.readouterr().out
     assert "-timeout 1s" in out and "+timeout 5s" in out
     assert target.read_text() == "timeout 1s\n"
-    assert remote.ensure_dir(conn, str(tmp_path / "newdir"), mode="0750", owner=USER,
+    assert ops.ensure_dir(conn, str(tmp_path / "newdir"), mode="0750", owner=USER,
                              group=GROUP) is True
     assert not (tmp_path / "newdir").exists()
 
 
 def test_dry_run_hides_secret_content(tmp_path, capsys):
     conn = LocalConn(dry=True)
-    remote.ensure_file(conn, str(tmp_path / "s.env"), "PASSWORD=hunter2\n", **_meta(),
+    ops.ensure_file(conn, str(tmp_path / "s.env"), "PASSWORD=hunter2\n", **_meta(),
                        secret=True)
     out = capsys.readouterr().out
     assert "hunter2" not in out and "secret" in out
@@ -111,33 +111,33 @@ def test_mode_only_change_is_fixed(tmp_path, conn):
     target = tmp_path / "x"
     target.write_text("same\n")
     os.chmod(target, 0o644)
-    assert remote.ensure_file(conn, str(target), "same\n", **_meta()) is True
+    assert ops.ensure_file(conn, str(target), "same\n", **_meta()) is True
     assert oct(target.stat().st_mode & 0o777) == "0o640"
 
 
 def test_ensure_dir(tmp_path, conn):
     d = tmp_path / "logs"
-    assert remote.ensure_dir(conn, str(d), mode="0750", owner=USER, group=GROUP) is True
+    assert ops.ensure_dir(conn, str(d), mode="0750", owner=USER, group=GROUP) is True
     assert d.is_dir() and oct(d.stat().st_mode & 0o777) == "0o750"
-    assert remote.ensure_dir(conn, str(d), mode="0750", owner=USER, group=GROUP) is False
+    assert ops.ensure_dir(conn, str(d), mode="0750", owner=USER, group=GROUP) is False
 
 
 def test_secret_goes_through_stdin_not_argv(conn):
-    res = remote.sh(conn, "cat", stdin="s3cret-value", write=False)
+    res = ssh.sh(conn, "cat", stdin="s3cret-value", write=False)
     assert res.stdout == "s3cret-value"
     assert all("s3cret" not in c for c in conn.commands)
 
 
 def test_failed_command_names_host_and_command(conn):
     with pytest.raises(StepFailed) as ei:
-        remote.sh(conn, "echo boom >&2; exit 7")
+        ssh.sh(conn, "echo boom >&2; exit 7")
     assert "local" in str(ei.value) and "exited 7" in str(ei.value) and "boom" in str(ei.value)
 
 
 def test_timeout_names_host_and_command_or_returns_nonzero_with_warn(conn):
     with pytest.raises(StepFailed, match=r"local: 'sleep 5' did not finish within 1 s"):
-        remote.sh(conn, "sleep 5", timeout=1)
-    assert remote.sh(conn, "sleep 5", timeout=1, warn=True).exited == 124
+        ssh.sh(conn, "sleep 5", timeout=1)
+    assert ssh.sh(conn, "sleep 5", timeout=1, warn=True).exited == 124
 
 
 def test_timeout_stops_the_command_on_the_host_itself(conn):
@@ -145,7 +145,7 @@ def test_timeout_stops_the_command_on_the_host_itself(conn):
     # once sh() returns, even when the command ignores SIGTERM
     marker = f"k3s-ha-test-{os.getpid()}"
     cmd = f"trap '' TERM; sleep 30 # {marker}"
-    res = remote.sh(conn, cmd, timeout=1, warn=True)
+    res = ssh.sh(conn, cmd, timeout=1, warn=True)
     assert res.exited == 137  # SIGKILL after -k 10
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
     assert left == "", left
@@ -153,10 +153,10 @@ def test_timeout_stops_the_command_on_the_host_itself(conn):
 
 
 def test_probe_exit_codes(conn):
-    assert remote.probe(conn, "true") == 0
-    assert remote.probe(conn, "false") == 1
+    assert ssh.probe(conn, "true") == 0
+    assert ssh.probe(conn, "false") == 1
     with pytest.raises(StepFailed):
-        remote.probe(conn, "exit 3")
+        ssh.probe(conn, "exit 3")
 
 
 # ---- MockContext: the exact conversation for packages and services
@@ -176,7 +176,7 @@ DPKG = ("dpkg-query -W -f='${Package} ${db:Status-Status}\\n' haproxy keepalived
 def test_ensure_packages_no_index_update_when_all_present():
     c = _mock({OS_RELEASE_CMD: Result(DEBIAN),
                DPKG: Result("haproxy installed\nkeepalived installed\n")})
-    assert remote.ensure_packages(c, ["haproxy", "keepalived"]) is False
+    assert ops.ensure_packages(c, ["haproxy", "keepalived"]) is False
     # any apt-get call would have raised NotImplementedError in MockContext
 
 
@@ -194,29 +194,29 @@ def _keepalived_missing(updates: dict) -> MockContext:
 
 def test_ensure_packages_installs_only_missing():
     c = _keepalived_missing({60: Result("")})
-    assert remote.ensure_packages(c, ["haproxy", "keepalived"]) is True
+    assert ops.ensure_packages(c, ["haproxy", "keepalived"]) is True
 
 
 def test_ensure_packages_retries_a_stuck_index_update(monkeypatch):
-    monkeypatch.setattr(remote.time, "sleep", lambda s: None)
+    monkeypatch.setattr(ops.time, "sleep", lambda s: None)
     c = _keepalived_missing({60: Result("", exited=124), 180: Result("")})
-    assert remote.ensure_packages(c, ["haproxy", "keepalived"]) is True
+    assert ops.ensure_packages(c, ["haproxy", "keepalived"]) is True
     ran = [call.args[0] for call in c.run.call_args_list]
     assert ran[-3:] == [UPDATE.format(60), UPDATE.format(180), INSTALL_KEEPALIVED]
 
 
 def test_ensure_packages_names_host_when_index_update_keeps_failing(monkeypatch):
-    monkeypatch.setattr(remote.time, "sleep", lambda s: None)
+    monkeypatch.setattr(ops.time, "sleep", lambda s: None)
     gone = Result("", stderr="E: mirror gone", exited=100)
     c = _keepalived_missing({60: gone, 180: gone, 600: gone})
-    with pytest.raises(remote.StepFailed, match="db1: .*apt-get update.*exited 100"):
-        remote.ensure_packages(c, ["haproxy", "keepalived"])
+    with pytest.raises(ops.StepFailed, match="db1: .*apt-get update.*exited 100"):
+        ops.ensure_packages(c, ["haproxy", "keepalived"])
 
 
 def test_ensure_service_untouched_when_running_and_unchanged():
     c = _mock({"systemctl is-enabled haproxy": Result("enabled\n"),
                "systemctl is-active haproxy": Result("active\n")})
-    assert remote.ensure_service(c, "haproxy") is False
+    assert ops.ensure_service(c, "haproxy") is False
 
 
 def test_ensure_service_reloads_on_change():
@@ -224,20 +224,20 @@ def test_ensure_service_reloads_on_change():
                "systemctl is-active haproxy": Result("active\n"),
                "systemctl reload haproxy": Result("")})
     # "systemctl restart haproxy" is not in the mock: calling it would raise
-    assert remote.ensure_service(c, "haproxy", changed_inputs=True, reload=True) is True
+    assert ops.ensure_service(c, "haproxy", changed_inputs=True, reload=True) is True
 
 
 def test_os_family_parsing():
-    assert remote.parse_os_family('ID=ubuntu\nID_LIKE=debian\n') == "debian"
-    assert remote.parse_os_family('ID="rocky"\nID_LIKE="rhel centos fedora"\n') == "redhat"
+    assert ssh.parse_os_family('ID=ubuntu\nID_LIKE=debian\n') == "debian"
+    assert ssh.parse_os_family('ID="rocky"\nID_LIKE="rhel centos fedora"\n') == "redhat"
     with pytest.raises(InputError, match="unsupported OS"):
-        remote.parse_os_family("ID=alpine\n")
+        ssh.parse_os_family("ID=alpine\n")
 
 
 def test_non_root_user_gets_sudo(tmp_path):
     c = _mock({"sudo -n sh -c 'id -u'": Result("0\n")})
     c.user = "deploy"
-    assert remote.sh(c, "id -u", write=False).stdout == "0\n"
+    assert ssh.sh(c, "id -u", write=False).stdout == "0\n"
 
 
 def test_fan_out_reports_every_failure():
@@ -246,7 +246,7 @@ def test_fan_out_reports_every_failure():
             raise RuntimeError(f"odd {x}")
         return x * 10
 
-    res = remote.fan_out([1, 2, 3, 4], fn)
+    res = run.fan_out([1, 2, 3, 4], fn)
     assert res[2] == (True, 20) and res[4] == (True, 40)
     assert not res[1][0] and "odd 1" in str(res[1][1])
     assert not res[3][0] and "odd 3" in str(res[3][1])
@@ -255,5 +255,5 @@ def test_fan_out_reports_every_failure():
 
 def test_debug_log_shows_commands_with_secret_masked(conn, caplog):
     caplog.set_level("DEBUG", logger="k3sha")
-    remote.sh(conn, "echo 'user=k3s password=HUNTER2' >/dev/null", write=False, mask="HUNTER2")
+    ssh.sh(conn, "echo 'user=k3s password=HUNTER2' >/dev/null", write=False, mask="HUNTER2")
     assert "password=***" in caplog.text and "HUNTER2" not in caplog.text

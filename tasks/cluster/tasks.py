@@ -6,11 +6,12 @@ import time
 from fabric import Connection
 from invoke import Context
 
-from .errors import InputError, StepFailed
-from .inventory import Host
-from .output import OK, k3s_task, run_session, say
-from .remote import sh
-from .secrets import confirm, interactive
+from ..core.errors import InputError, StepFailed
+from ..core.inventory import Host
+from ..core.run import OK, run_session
+from ..core.cli import k3s_task, say
+from ..core.ssh import sh
+from ..core.secrets import confirm, interactive
 
 H_DRY = "show what would change (unified diffs), change nothing"
 H_YES = "never prompt: secrets from K3S_HA_* env vars or the secrets file"
@@ -42,7 +43,9 @@ def check(c: Context, yes: bool = False) -> None:
 
 
 def _steps(c: Context) -> list[tuple[str, object]]:
-    from . import balancers, db, inventory
+    from ..balancers import tasks as balancers
+    from ..core import inventory
+    from ..db import tasks as db
 
     inv = inventory.load()
     steps: list[tuple[str, object]] = [
@@ -90,7 +93,7 @@ def _wait_datastore_writer(c: Context, yes: bool) -> None:
     """HAProxy admits a db server only after `rise` good checks (guide: 30, 2 s apart), and
     the checks fail until db.users created the check user: wait for a writer, so the
     datastore VIP works when deploy returns."""
-    from . import db
+    from ..db import tasks as db
 
     say("\n===== datastore VIP")
     with run_session(c, "cluster.deploy: datastore VIP", yes=yes) as r:
@@ -110,7 +113,8 @@ def _wait_datastore_writer(c: Context, yes: bool) -> None:
 @k3s_task(help={"yes": H_YES})
 def status(c: Context, yes: bool = False) -> None:
     """Status of every layer: balancers (VRRP, VIPs, backends), databases, k3s."""
-    from . import balancers, db
+    from ..balancers import tasks as balancers
+    from ..db import tasks as db
 
     say("===== balancers")
     balancers.status(c, yes=yes)

@@ -8,9 +8,10 @@ import subprocess
 
 from invoke import Context, Exit
 
-from . import inventory, labnet
-from .errors import InputError
-from .output import k3s_task, say, table
+from ..core import inventory
+from . import labnet
+from ..core.errors import InputError
+from ..core.cli import k3s_task, say, table
 
 
 @k3s_task(help={})

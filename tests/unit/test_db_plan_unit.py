@@ -1,10 +1,10 @@
 """The replication planner (db.plan / db.direction_state): pure decisions, no database."""
 import pytest
 
-from tasks import sql
-from tasks.db import Node, direction_state, plan
-from tasks.errors import Refused
-from tasks.inventory import Host
+from tasks.db import sql
+from tasks.db.tasks import Node, direction_state, plan
+from tasks.core.errors import Refused
+from tasks.core.inventory import Host
 
 A = Host("k3s-db-01", "10.77.0.31", ("db",), server_id=1)
 B = Host("k3s-db-02", "10.77.0.32", ("db",), server_id=2)
@@ -108,13 +108,13 @@ def test_stopped_direction_is_restarted_not_reconfigured():
 
 
 def _srv(name, status, backup=False):
-    from tasks.balancers import ServerStat
+    from tasks.facts.haproxy import ServerStat
     return ServerStat(proxy="k3s-db", server=name, backup=backup, status=status,
                       check="L7OK 0", since="1s")
 
 
 def test_writer_is_the_first_up_primary_else_the_first_up_backup():
-    from tasks.db import writer
+    from tasks.db.tasks import writer
     names = {"k3s-db-01", "k3s-db-02"}
     assert writer([_srv("k3s-db-01", "UP"), _srv("k3s-db-02", "UP", True)], names) == "k3s-db-01"
     assert writer([_srv("k3s-db-02", "UP", True), _srv("k3s-db-01", "DOWN")], names) == "k3s-db-02"
@@ -125,7 +125,7 @@ def test_writer_is_the_first_up_primary_else_the_first_up_backup():
 def test_a_preferred_server_still_rising_means_the_writer_is_not_settled():
     # seen in the lab: both nodes rising together, the backup got UP a check earlier and
     # held the writes for a second before the primary took them over
-    from tasks.db import rising_ahead
+    from tasks.db.tasks import rising_ahead
     names = {"k3s-db-01", "k3s-db-02"}
     assert rising_ahead([_srv("k3s-db-01", "DOWN 29/30"), _srv("k3s-db-02", "UP", True)],
                         names) == "k3s-db-01"

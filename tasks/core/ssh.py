@@ -1,23 +1,19 @@
-"""SSH machinery and idempotent primitives (no tasks here).
+"""SSH to the inventory's hosts: strict host keys, one runner (`sh`), read-only probes.
 
 Connections come from the inventory, with host keys checked against a known_hosts
-file (never auto-accepted). Primitives read state first and act only on the
-difference, returning True when they changed something. In dry run (`fab --dry`, or
-a task's `--dry`) they print what they would do (unified diffs for files) and change
-nothing; read-only probes still run for real (`dry=False`).
+file (never auto-accepted); a lab inventory is only ever reached through the lab's own
+interface. `sh` runs a command as root (sudo -n for other users), secrets go through
+stdin, and in dry run only read-only probes (`write=False`) run.
 """
 from __future__ import annotations
 
-import difflib
-import hashlib
+import base64
 import io
 import logging
 import shlex
 import socket
 import subprocess
-import time
-import uuid
-from typing import Any, Callable
+from typing import Any
 
 import paramiko
 from fabric import Config, Connection
@@ -194,12 +190,10 @@ def read_file(conn: Connection, path: str) -> bytes | None:
              warn=True, write=False)
     if res.exited != 0:
         return None
-    import base64
-
     return base64.b64decode(res.stdout.strip())
 
 
-# ---------------------------------------------------------------- primitives
+# ---------------------------------------------------------------- host facts
 def os_family(conn: Connection) -> str:
     """'debian' (apt) or 'redhat' (dnf), from /etc/os-release."""
     text = (read_file(conn, "/etc/os-release") or b"").decode()
@@ -217,124 +211,6 @@ def parse_os_family(os_release: str) -> str:
                      "and RHEL-family (dnf) hosts")
 
 
-def missing_packages(conn: Connection, packages: list[str], family: str) -> list[str]:
-    if family == "debian":
-        q = " ".join(shlex.quote(p) for p in packages)
-        res = sh(conn, f"dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\\n' {q} 2>/dev/null",
-                 warn=True, write=False)
-        installed = {ln.split()[0] for ln in res.stdout.splitlines()
-                     if ln.strip().endswith(" installed")}
-    else:
-        res = sh(conn, "rpm -q --qf '%{NAME}\\n' " + " ".join(shlex.quote(p) for p in packages),
-                 warn=True, write=False)
-        installed = {ln.strip() for ln in res.stdout.splitlines() if "not installed" not in ln}
-    return [p for p in packages if p not in installed]
-
-
-# s, one per try of `apt-get update`: short first, since a hung update makes no progress,
-# longer after, for a slow mirror (apt resumes partial files)
-APT_UPDATE_TIMEOUTS = (60, 180, 600)
-INSTALL_TIMEOUT = 1200
-
-
-def ensure_packages(conn: Connection, packages: list[str]) -> bool:
-    """Install missing packages; no index update when everything is present."""
-    family = os_family(conn)
-    missing = missing_packages(conn, packages, family)
-    if not missing:
-        return False
-    q = " ".join(shlex.quote(p) for p in missing)
-    if family == "debian":
-        env = "DEBIAN_FRONTEND=noninteractive"
-        # apt 2.6 has been seen waiting forever after apt-cacher-ng failed a concurrent
-        # index refresh (README, lab): each try is stopped on the host and retried
-        for attempt, limit in enumerate(APT_UPDATE_TIMEOUTS, 1):
-            last = attempt == len(APT_UPDATE_TIMEOUTS)
-            res = sh(conn, f"{env} apt-get update -q", timeout=limit, warn=not last)
-            if res.exited == 0:
-                break
-            log.warning("[%s] apt-get update %s, trying again", host_name(conn),
-                        f"stopped after {limit} s" if res.exited == 124 else f"exited {res.exited}")
-            time.sleep(5)
-        sh(conn, f"{env} apt-get install -y -q -o Dpkg::Options::=--force-confold {q}",
-           timeout=INSTALL_TIMEOUT)
-    else:
-        sh(conn, f"dnf install -y -q {q}", timeout=INSTALL_TIMEOUT)
-    return True
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def unified_diff(old: bytes | None, new: bytes, path: str) -> str:
-    a = (old or b"").decode(errors="replace").splitlines(keepends=True)
-    b = new.decode(errors="replace").splitlines(keepends=True)
-    return "".join(difflib.unified_diff(a, b, fromfile=f"{path} (live)" if old is not None
-                                        else "/dev/null", tofile=f"{path} (new)"))
-
-
-def _stat(conn: Connection, path: str) -> tuple[str, str, str] | None:
-    res = sh(conn, f"stat -c '%a %U %G' {shlex.quote(path)}", warn=True, write=False)
-    if res.exited != 0:
-        return None
-    mode, owner, group = res.stdout.split()
-    return mode.rjust(4, "0"), owner, group
-
-
-def ensure_file(conn: Connection, path: str, content: str | bytes, *, mode: str = "0644",
-                owner: str = "root", group: str = "root", validate: str | None = None,
-                secret: bool = False, backup: bool = True) -> bool:
-    """Make `path` hold `content` with mode/owner; True if anything changed.
-
-    The new content is uploaded to a temp file, installed as a staged copy beside the
-    target (same filesystem), checked with `validate` (a command with %s for the staged
-    path; on failure the live file is untouched and the validator's output is shown),
-    the old file is kept as PATH.bak, then the staged copy is moved over the target.
-    secret=True: never shows content or diffs.
-    """
-    data = content.encode() if isinstance(content, str) else content
-    name = conn.k3s_host.name  # type: ignore[attr-defined]
-    current = read_file(conn, path)
-    st = _stat(conn, path) if current is not None else None
-    want_meta = (mode.rjust(4, "0"), owner, group)
-    if current is not None and sha256(current) == sha256(data):
-        if st == want_meta:
-            return False
-        if is_dry(conn):
-            print(f"[{name}] would set {path} to mode {mode} owner {owner}:{group} (was {st})")
-            return True
-        q = shlex.quote(path)
-        sh(conn, f"chown {owner}:{group} {q} && chmod {mode} {q}")
-        return True
-    if is_dry(conn):
-        if secret:
-            print(f"[{name}] would replace {path} (secret content, diff not shown)")
-        else:
-            print(f"[{name}] would change {path}:\n{unified_diff(current, data, path)}")
-        return True
-    tmp = f"/tmp/.k3sha-{uuid.uuid4().hex}"
-    staged = f"{path}.k3sha-new"
-    qt, qs, qp = shlex.quote(tmp), shlex.quote(staged), shlex.quote(path)
-    put_private(conn, io.BytesIO(data), tmp)
-    try:
-        sh(conn, f"install -m {mode} -o {owner} -g {group} {qt} {qs}")
-    finally:
-        sh(conn, f"rm -f {qt}", warn=True)
-    if validate:
-        res = sh(conn, validate.replace("%s", qs), warn=True)
-        if res.exited != 0:
-            sh(conn, f"rm -f {qs}", warn=True)
-            out = (res.stdout + res.stderr).strip()
-            raise StepFailed(f"{name}: the new {path} failed validation ({validate.split()[0]} "
-                             f"exit {res.exited}); the live file is untouched:\n    "
-                             + "\n    ".join(out.splitlines()[-12:]))
-    if backup and current is not None:
-        sh(conn, f"cp -p {qp} {qp}.bak")
-    sh(conn, f"mv -f {qs} {qp}")
-    return True
-
-
 def put_private(conn: Connection, local: Any, remote_path: str) -> None:
     """SFTP upload (as the login user, who may not be root) into a file created beforehand
     mode 0600 and owned by that user, so the data is never readable by anyone else."""
@@ -342,81 +218,3 @@ def put_private(conn: Connection, local: Any, remote_path: str) -> None:
     conn.put(local, remote_path)
 
 
-def ensure_dir(conn: Connection, path: str, *, mode: str = "0755", owner: str = "root",
-               group: str = "root") -> bool:
-    st = _stat(conn, path)
-    want = (mode.rjust(4, "0"), owner, group)
-    if st == want:
-        return False
-    q = shlex.quote(path)
-    sh(conn, f"mkdir -p {q} && chown {owner}:{group} {q} && chmod {mode} {q}")
-    return True
-
-
-def service_state(conn: Connection, name: str) -> tuple[bool, bool]:
-    """(enabled, active) for a systemd unit."""
-    q = shlex.quote(name)
-    enabled = sh(conn, f"systemctl is-enabled {q}", warn=True, write=False).stdout.strip()
-    active = sh(conn, f"systemctl is-active {q}", warn=True, write=False).stdout.strip()
-    return enabled in ("enabled", "static", "alias", "generated"), active == "active"
-
-
-def ensure_service(conn: Connection, name: str, *, changed_inputs: bool = False,
-                   reload: bool = False) -> bool:
-    """Enabled and active. When an input changed: reload (if reload=True) or restart.
-
-    Nothing is restarted when nothing changed and the service runs.
-    """
-    enabled, active = service_state(conn, name)
-    did = False
-    q = shlex.quote(name)
-    if not enabled:
-        sh(conn, f"systemctl enable {q}")
-        did = True
-    if not active:
-        sh(conn, f"systemctl start {q}")
-        did = True
-    elif changed_inputs:
-        sh(conn, f"systemctl {'reload' if reload else 'restart'} {q}")
-        did = True
-    if did and not is_dry(conn):
-        # "reloading" / "activating" pass within seconds (HAProxy is Type=notify): wait
-        end = time.monotonic() + 15
-        while True:
-            state = sh(conn, f"systemctl is-active {q}", warn=True, write=False).stdout.strip()
-            if state not in ("activating", "reloading", "deactivating") \
-                    or time.monotonic() > end:
-                break
-            time.sleep(0.3)
-        if state != "active":
-            res = sh(conn, f"journalctl -u {q} -n 15 --no-pager", warn=True, write=False)
-            raise StepFailed(f"{conn.k3s_host.name}: service {name} is not active after start:\n"  # type: ignore[attr-defined]
-                             + res.stdout[-1500:])
-    return did
-
-
-# ---------------------------------------------------------------- fan-out
-def fan_out(items: list[Any], fn: Callable[[Any], Any], *, parallel: bool = True
-            ) -> dict[Any, tuple[bool, Any]]:
-    """Run fn(item) for every item (in threads), return {item: (ok, result_or_exception)}.
-
-    One failure never hides another item's result: every item is run and reported.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    out: dict[Any, tuple[bool, Any]] = {}
-
-    def one(it: Any) -> tuple[bool, Any]:
-        try:
-            return True, fn(it)
-        except Exception as e:  # reported per item by the caller
-            return False, e
-
-    if not parallel or len(items) <= 1:
-        for it in items:
-            out[it] = one(it)
-        return out
-    with ThreadPoolExecutor(max_workers=min(16, len(items))) as ex:
-        for it, res in zip(items, ex.map(one, items)):
-            out[it] = res
-    return out

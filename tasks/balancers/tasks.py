@@ -8,8 +8,6 @@ runtime API (admin socket, `show stat`).
 """
 from __future__ import annotations
 
-import csv
-import io
 import re
 import shlex
 import time
@@ -19,16 +17,18 @@ from typing import Any
 from fabric import Connection
 from invoke import Context
 
-from . import render
-from .errors import InputError, K3sHaError, StepFailed
-from .inventory import K3S_API_PORT, Host, Inventory, Vip
-from .output import FAILED, OK, Run, k3s_task, run_session, say, table
-from .remote import ensure_dir, ensure_file, ensure_packages, ensure_service, sh
+from ..core import render
+from ..core.errors import InputError, K3sHaError, StepFailed
+from ..core.inventory import K3S_API_PORT, Host, Inventory, Vip
+from ..core.run import FAILED, OK, Run, run_session
+from ..core.cli import k3s_task, say, table
+from ..core.ops import ensure_dir, ensure_file, ensure_packages, ensure_service
+from ..core.ssh import sh
+from ..facts.haproxy import ADMIN_SOCKET, ServerStat, show_stat
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 NOTIFY_SCRIPT = "/etc/keepalived/k3s-ha-notify.sh"
-ADMIN_SOCKET = "/run/haproxy/admin.sock"
 STATE_DIR = "/run/k3s-ha"
 PACKAGES = ["haproxy", "keepalived", "curl", "socat"]
 PROXY = {"api": "k3s-api", "db": "k3s-db"}  # HAProxy frontend/backend and VRRP instance names
@@ -156,35 +156,6 @@ def failed_line(output: str, content: str) -> str:
     return ""
 
 
-@dataclass(frozen=True)
-class ServerStat:
-    proxy: str
-    server: str
-    backup: bool
-    status: str       # UP, DOWN, MAINT, "UP 1/2" ...
-    check: str        # e.g. "L7OK 200 in 3ms"
-    since: str        # time since the last state change, e.g. "42s"
-
-
-def parse_show_stat(csv_text: str) -> list[ServerStat]:
-    """Server rows of HAProxy's `show stat` CSV (FRONTEND/BACKEND rows and stats left out)."""
-    text = csv_text.lstrip()
-    if not text.startswith("#"):
-        return []
-    rows = csv.DictReader(io.StringIO(text[1:].lstrip()))
-    out = []
-    for r in rows:
-        if r.get("svname") in ("FRONTEND", "BACKEND", None) or r.get("pxname") == "stats":
-            continue
-        check = " ".join(x for x in (r.get("check_status", ""), r.get("check_code", "")) if x)
-        if r.get("check_duration"):
-            check += f" in {r['check_duration']}ms"
-        out.append(ServerStat(proxy=r["pxname"], server=r["svname"], backup=r.get("bck") == "1",
-                              status=r.get("status", ""), check=check.strip() or "-",
-                              since=f"{r['lastchg']}s" if r.get("lastchg") else "-"))
-    return out
-
-
 def parse_vrrp_file(text: str, now: int) -> tuple[str, str]:
     """(state, how long ago) from /run/k3s-ha/vrrp-NAME ("MASTER 1700000000")."""
     parts = text.split()
@@ -283,9 +254,7 @@ def observe(conn: Connection, inv: Inventory, h: Host) -> tuple[list[Seen], list
                          hap, kad))
     stats: list[ServerStat] = []
     if hap == "active":
-        res = sh(conn, f"echo 'show stat' | socat -t 3 stdio UNIX-CONNECT:{ADMIN_SOCKET}",
-                 warn=True, write=False)
-        stats = parse_show_stat(res.stdout) if res.exited == 0 else []
+        stats = show_stat(conn) or []
     return seen, stats
 
 

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import InputError, Refused, StepFailed
-from .inventory import Host, Inventory
+from ..core.errors import InputError, Refused, StepFailed
+from ..core.inventory import Host, Inventory
 
 IMAGE_CACHE = Path(os.environ.get("K3S_HA_IMAGE_CACHE", "/var/cache/k3s-ha/images"))
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "curl",

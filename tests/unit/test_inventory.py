@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import inventory
-from tasks.errors import InventoryError
+from tasks.core import inventory
+from tasks.core.errors import InventoryError
 
-SHIPPED = (Path(__file__).resolve().parent.parent / "hosts.toml").read_text()
+SHIPPED = (Path(__file__).resolve().parents[2] / "hosts.toml").read_text()
 
 
 def bad(text: str) -> list[str]:

@@ -3,18 +3,18 @@ from pathlib import Path
 
 from invoke import Context
 
-from tasks import inventory, output
+from tasks.core import inventory, run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_recap_counts_per_host(capsys):
     inv = inventory.load(ROOT / "hosts.toml")
-    r = output.Run(Context(), "demo.task", inv=inv)
-    r.record("k3s-db-01", "packages", output.CHANGED)
-    r.record("k3s-db-01", "config", output.OK)
-    r.record("k3s-db-02", "packages", output.OK)
-    r.record("k3s-db-02", "config", output.FAILED)
+    r = run.Run(Context(), "demo.task", inv=inv)
+    r.record("k3s-db-01", "packages", run.CHANGED)
+    r.record("k3s-db-01", "config", run.OK)
+    r.record("k3s-db-02", "packages", run.OK)
+    r.record("k3s-db-02", "config", run.FAILED)
     table = r.recap()
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["host", "packages", "config"]
@@ -27,7 +27,7 @@ def test_recap_counts_per_host(capsys):
 
 def test_step_records_changed_ok_failed():
     inv = inventory.load(ROOT / "hosts.toml")
-    r = output.Run(Context(), "t", inv=inv)
+    r = run.Run(Context(), "t", inv=inv)
     h = inv.hosts["k3s-db-01"]
     r.step(h, "a", lambda: True)
     r.step(h, "b", lambda: False)

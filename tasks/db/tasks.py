@@ -23,15 +23,16 @@ import pymysql
 from fabric import Connection
 from invoke import Context
 
-from . import render, sql
-from .balancers import ADMIN_SOCKET, ServerStat
-from .balancers import parse_show_stat as haproxy_servers
-from .errors import InputError, K3sHaError, Refused, StepFailed
-from .inventory import Host, Inventory
-from .output import CHANGED, FAILED, OK, Run, k3s_task, run_session, say, table
-from .remote import ensure_dir, ensure_file, ensure_packages, ensure_service, is_dry, \
-    os_family, put_private, read_file, sh
-from .secrets import get_secret
+from ..core import render
+from . import sql
+from ..core.errors import InputError, K3sHaError, Refused, StepFailed
+from ..core.inventory import Host, Inventory
+from ..core.run import CHANGED, FAILED, OK, Run, run_session
+from ..core.cli import k3s_task, say, table
+from ..core.ops import ensure_dir, ensure_file, ensure_packages, ensure_service
+from ..core.ssh import is_dry, os_family, put_private, read_file, sh
+from ..core.secrets import get_secret
+from ..facts.haproxy import ServerStat, show_stat
 
 H_DRY = "show what would change, change nothing"
 H_YES = "never prompt (secrets from env or the secrets file)"
@@ -587,11 +588,10 @@ def vip_servers(r: Run) -> tuple[list[ServerStat] | None, str]:
                                            warn=True, write=False).exited == 0
             if not holds:
                 continue
-            res = sh(conn, f"echo 'show stat' | socat -t 3 stdio UNIX-CONNECT:{ADMIN_SOCKET}",
-                     warn=True, write=False)
-            if res.exited != 0:
+            servers = show_stat(conn)
+            if servers is None:
                 return None, f"{b.name}: no HAProxy admin socket"
-            return haproxy_servers(res.stdout), b.name
+            return servers, b.name
         except Exception as e:  # noqa: BLE001 - status reports, never fails on this
             return None, f"{b.name}: {e}"
     return None, "no balancer holds the datastore VIP"

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks import balancers as b
-from tasks import inventory
-from tasks.errors import InputError, InventoryError
+from tasks.balancers import tasks as b
+from tasks.facts import haproxy
+from tasks.core import inventory
+from tasks.core.errors import InputError, InventoryError
 
-ROOT = Path(__file__).resolve().parent.parent
-GOLDEN = Path(__file__).parent / "golden" / "balancers"
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent.parent / "golden" / "balancers"
 SHIPPED = (ROOT / "hosts.toml").read_text()
 
 
@@ -236,13 +237,13 @@ k3s-api,BACKEND,0,0,0,0,26212,0,0,0,0,0,,0,0,0,0,UP,1,1,1,,0,42,0,,1,4,0,,0,,1,0
 
 
 def test_parse_show_stat() -> None:
-    rows = b.parse_show_stat(SHOW_STAT)
+    rows = haproxy.parse_show_stat(SHOW_STAT)
     assert [(r.server, r.backup, r.status, r.check, r.since) for r in rows] == [
         ("k3s-server-01", False, "UP", "L7OK 200 in 3ms", "42s"),
         ("k3s-server-02", True, "DOWN", "L4CON in 0ms", "17s"),
     ]
-    assert b.parse_show_stat("") == []
-    assert b.parse_show_stat("Unknown command\n") == []
+    assert haproxy.parse_show_stat("") == []
+    assert haproxy.parse_show_stat("Unknown command\n") == []
 
 
 def test_parse_vrrp_file_and_vip() -> None:

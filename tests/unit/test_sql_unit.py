@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import render, sql
-from tasks.errors import InputError
+from tasks.core import render
+from tasks.db import sql
+from tasks.core.errors import InputError
 
-GOLDEN = Path(__file__).parent / "golden" / "sql"
+GOLDEN = Path(__file__).parent.parent / "golden" / "sql"
 DIALECTS = {
     "mysql-8.0.20": "8.0.20",
     "mysql-8.0.30": "8.0.30-0ubuntu0.20.04.2",
@@ -177,8 +178,9 @@ def test_health_script_renders_valid_python_answering_only_the_balancers():
     import ast
     from pathlib import Path
 
-    from tasks import db, inventory
-    inv = inventory.load(Path(__file__).resolve().parents[1] / "hosts.toml")
+    from tasks.core import inventory
+    from tasks.db import tasks as db
+    inv = inventory.load(Path(__file__).resolve().parents[2] / "hosts.toml")
     h = inv.host("k3s-db-01")
     allowed = db.health_allowed(inv, h)
     assert set(allowed) == {"127.0.0.1", h.address} | {

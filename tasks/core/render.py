@@ -6,7 +6,7 @@ from typing import Any
 
 import jinja2
 
-FILES_DIR = Path(__file__).resolve().parent.parent / "files"
+FILES_DIR = Path(__file__).resolve().parent.parent.parent / "files"
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(FILES_DIR)),

@@ -1,0 +1,64 @@
+"""The task boundary and what the operator sees: step lines, tables, shared help texts.
+
+`k3s_task` wraps invoke's @task: expected failures (K3sHaError) become a one-paragraph
+message and an exit code, never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from typing import Any, Callable, Iterator
+
+from invoke import Context, Exit, task
+from tabulate import tabulate
+
+from .errors import K3sHaError
+
+log = logging.getLogger("k3sha")
+_print_lock = threading.Lock()
+
+def say(msg: str) -> None:
+    with _print_lock:
+        print(msg, flush=True)
+
+
+def k3s_task(*args: Any, **kwargs: Any) -> Callable:
+    """Like invoke.task, plus: project errors -> clean message + exit code."""
+
+    def deco(fn: Callable) -> Any:
+        @functools.wraps(fn)
+        def wrapper(c: Context, *a: Any, **kw: Any) -> Any:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):  # fab --debug
+                # show our commands (secrets masked), not paramiko's packet dumps
+                for noisy in ("paramiko", "invoke", "fabric"):
+                    logging.getLogger(noisy).setLevel(logging.WARNING)
+                logging.getLogger("k3sha").setLevel(logging.DEBUG)
+            try:
+                return fn(c, *a, **kw)
+            except K3sHaError as e:
+                raise Exit(f"error: {e}", code=e.exit_code) from None
+            except KeyboardInterrupt:
+                raise Exit("interrupted", code=130) from None
+
+        return task(*args, **kwargs)(wrapper)
+
+    if len(args) == 1 and callable(args[0]) and not kwargs:
+        fn = args[0]
+        args = ()
+        return deco(fn)
+    return deco
+
+
+def iter_rows(rows: list[dict[str, Any]], cols: list[str]) -> Iterator[list[Any]]:
+    for r in rows:
+        yield [r.get(c, "") for c in cols]
+
+
+def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    return tabulate(list(iter_rows(rows, cols)), headers=cols, tablefmt="simple")
+
+
+
+H_DRY = "show what would change (unified diffs), change nothing"
+H_YES = "never prompt: secrets from K3S_HA_* env vars or the secrets file"
