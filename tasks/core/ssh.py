@@ -194,15 +194,28 @@ def read_file(conn: Connection, path: str) -> bytes | None:
 
 
 # ---------------------------------------------------------------- host facts
+def parse_os_release(text: str) -> dict[str, str]:
+    """/etc/os-release as a dict, quotes removed."""
+    vals = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {k.strip(): v.strip().strip('"').strip("'") for k, v in vals.items()}
+
+
+def os_release(conn: Connection) -> dict[str, str]:
+    """The host's /etc/os-release (read-only, runs in dry mode too)."""
+    return parse_os_release((read_file(conn, "/etc/os-release") or b"").decode())
+
+
 def os_family(conn: Connection) -> str:
     """'debian' (apt) or 'redhat' (dnf), from /etc/os-release."""
-    text = (read_file(conn, "/etc/os-release") or b"").decode()
-    return parse_os_family(text)
+    return family_of(os_release(conn))
 
 
-def parse_os_family(os_release: str) -> str:
-    vals = dict(line.split("=", 1) for line in os_release.splitlines() if "=" in line)
-    ids = (vals.get("ID", "") + " " + vals.get("ID_LIKE", "")).replace('"', "").split()
+def parse_os_family(os_release_text: str) -> str:
+    return family_of(parse_os_release(os_release_text))
+
+
+def family_of(vals: dict[str, str]) -> str:
+    ids = (vals.get("ID", "") + " " + vals.get("ID_LIKE", "")).split()
     if any(i in ("debian", "ubuntu") for i in ids):
         return "debian"
     if any(i in ("rhel", "fedora", "centos", "rocky", "almalinux") for i in ids):
