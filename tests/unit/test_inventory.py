@@ -100,6 +100,22 @@ CASES = [
      "hosts.Bad_Name", "not a valid host name"),
     ("three db hosts", lambda t: t + '\n[hosts.k3s-db-03]\naddress = "10.77.0.33"\nroles = ["db"]\n',
      "hosts", "exactly two"),
+    # issue 11, defect 4: replication refuses server id 0; keepalived needs an interface
+    ("server_id 0 on a db host", lambda t: sub("server_id = 1", "server_id = 0", t),
+     "hosts.k3s-db-01.server_id", "0 is not a server id"),
+    ("server_id 0 on the other db host", lambda t: sub("server_id = 2", "server_id = 0", t),
+     "hosts.k3s-db-02.server_id", "replication refuses"),
+    ("server_id 0 on a non-db host", lambda t: sub('roles = ["k3s-agent"]',
+                                                   'roles = ["k3s-agent"]\nserver_id = 0', t),
+     "hosts.k3s-agent-01.server_id", "0 is not a server id"),
+    ("server_id in [db]", lambda t: sub("rise = 30", "rise = 30\nserver_id = 0", t),
+     "db.server_id", "unknown key"),
+    ("empty VIP interface", lambda t: sub('interface = "host0"', 'interface = ""', t),
+     "vips.api.interface", "empty"),
+    ("empty db VIP interface", lambda t: sub('interface = "host0"', 'interface = ""', t.replace(
+        'interface = "host0"', 'interface = "h0"', 1)), "vips.db.interface", "empty"),
+    ("VIP interface with a space", lambda t: sub('interface = "host0"', 'interface = "eth 0"', t),
+     "vips.api.interface", "not a network interface name"),
 ]
 
 
@@ -158,3 +174,24 @@ def test_server_ids_default_by_position():
     text = SHIPPED.replace("server_id = 1\n", "").replace("server_id = 2\n", "server_id = 1\n")
     inv = inventory.parse(text)
     assert sorted(h.server_id for h in inv.with_role("db")) == [1, 2]
+
+
+def test_unset_server_ids_are_numbered_but_zero_is_refused():
+    """Leaving server_id out numbers the db hosts; writing 0 is an error (exit 2), not
+    "unset": replication would refuse the server."""
+    text = SHIPPED.replace("server_id = 1\n", "").replace("server_id = 2\n", "")
+    assert [h.server_id for h in inventory.parse(text).with_role("db")] == [1, 2]
+    with pytest.raises(InventoryError) as ei:
+        inventory.parse(sub("server_id = 1", "server_id = 0"))
+    assert ei.value.exit_code == 2
+    assert len(ei.value.problems) == 1 and "Fix" in ei.value.problems[0]
+
+
+def test_vip_interface_default_and_empty():
+    text = SHIPPED.replace('interface = "host0"', "")
+    assert {v.interface for v in inventory.parse(text).vips.values()} == {"eth0"}
+    with pytest.raises(InventoryError) as ei:
+        inventory.parse(SHIPPED.replace('interface = "host0"', 'interface = ""'))
+    assert ei.value.exit_code == 2
+    assert sorted(p.split(":")[0] for p in ei.value.problems) == ["vips.api.interface",
+                                                                    "vips.db.interface"]
