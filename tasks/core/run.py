@@ -111,8 +111,9 @@ class Run:
 
     # recap
     def recap(self) -> str:
+        """Host x step table, hosts in the inventory's order (others, e.g. a VIP, after)."""
         steps = list(OrderedDict.fromkeys(s for _, s in self.results))
-        hosts = list(OrderedDict.fromkeys(h for h, _ in self.results))
+        hosts = recap_order(list(self.inv.hosts), [h for h, _ in self.results])
         if not hosts:
             return ""
         rows = []
@@ -134,6 +135,14 @@ class Run:
     @property
     def changed(self) -> bool:
         return any(v == CHANGED for v in self.results.values())
+
+
+def recap_order(inventory_names: list[str], seen: list[str]) -> list[str]:
+    """The names in `seen` once each: inventory order first, then the rest as first seen
+    (threads finish in any order; the recap must not depend on it)."""
+    present = set(seen)
+    rest = [n for n in OrderedDict.fromkeys(seen) if n not in set(inventory_names)]
+    return [n for n in inventory_names if n in present] + rest
 
 
 class _Failures(K3sHaError):

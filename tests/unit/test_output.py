@@ -36,3 +36,23 @@ def test_step_records_changed_ok_failed():
     except ZeroDivisionError:
         pass
     assert [r.results[("k3s-db-01", s)] for s in "abc"] == ["changed", "ok", "failed"]
+
+
+def test_recap_lists_hosts_in_inventory_order_not_completion_order():
+    """Issue 11, defect 5: threads finish in any order; the recap follows the inventory,
+    names that are not hosts (a VIP) come after, in first-seen order."""
+    inv = inventory.load(ROOT / "hosts.toml")
+    r = run.Run(Context(), "demo.task", inv=inv)
+    names = [h.name for h in inv.with_role("db")] + [h.name for h in inv.with_role("k3s-balancer")]
+    r.record("vip:db", "ready", run.OK)
+    for name in reversed(names):
+        r.record(name, "packages", run.OK)
+    r.record("vip:api", "ready", run.OK)
+    rows = [line.split()[0] for line in r.recap().splitlines()[2:]]
+    want_hosts = [n for n in inv.hosts if n in names]
+    assert rows == want_hosts + ["vip:db", "vip:api"]
+
+
+def test_recap_order_is_pure():
+    assert run.recap_order(["a", "b", "c"], ["x", "c", "a", "c", "y", "x"]) == ["a", "c", "x", "y"]
+    assert run.recap_order(["a"], []) == []
