@@ -20,7 +20,3 @@ _env = jinja2.Environment(
 def render(template: str, **values: Any) -> str:
     """Render files/<template> with `values`; unknown names raise jinja2.UndefinedError."""
     return _env.get_template(template).render(**values)
-
-
-def render_string(source: str, **values: Any) -> str:
-    return _env.from_string(source).render(**values)

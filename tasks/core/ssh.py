@@ -91,9 +91,11 @@ def open_checked(conn: Connection) -> None:
         why = "; ".join(sorted({err.strerror or str(err) for err in e.errors.values()}))
         raise ConnectError(f"{who}: unreachable: {why}") from None
     except OSError as e:
+        if e.filename:  # paramiko reading the key file (a socket's errors name no file)
+            raise ConnectError(
+                f"{who}: cannot read the SSH key {e.filename}: {e.strerror}. Fix: set [ssh] key "
+                f"(or hosts.{host.name}.ssh_key) to a readable private key file") from None
         raise ConnectError(f"{who}: unreachable: {e.strerror or e}") from None
-    except FileNotFoundError as e:  # pragma: no cover - key file
-        raise ConnectError(f"{who}: SSH key not found: {e.filename}") from None
 
 
 # ---------------------------------------------------------------- running commands

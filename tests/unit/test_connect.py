@@ -41,6 +41,18 @@ def test_refused_port_names_host_and_cause(tmp_path):
 
 def test_unknown_host_key_is_refused_not_accepted(tmp_path):
     """A real SSH server (paramiko) on loopback with a key not in known_hosts."""
+    inv, lsock = _ssh_server(tmp_path, known=False)
+    conn = ssh.connect(inv, inv.hosts["k3s-db-01"])
+    with pytest.raises(ConnectError) as ei:
+        ssh.open_checked(conn)
+    msg = str(ei.value)
+    assert "host key unknown" in msg and "ssh-keyscan" in msg
+    assert not (tmp_path / "kh").exists()  # nothing was auto-added
+    lsock.close()
+
+
+def _ssh_server(tmp_path, *, known: bool):
+    """A real SSH server (paramiko) on loopback; its host key in known_hosts if `known`."""
     import paramiko
 
     host_key = paramiko.RSAKey.generate(2048)
@@ -55,18 +67,30 @@ def test_unknown_host_key_is_refused_not_accepted(tmp_path):
             t = paramiko.Transport(s)
             t.add_server_key(host_key)
             t.start_server(server=paramiko.ServerInterface())
-            t.accept(2)
+            t.accept(3)
             t.close()
         except Exception:
             pass
 
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
+    threading.Thread(target=serve, daemon=True).start()
     inv = loopback_inventory(tmp_path, port)
-    conn = ssh.connect(inv, inv.hosts["k3s-db-01"])
+    if known:
+        (tmp_path / "kh").write_text(
+            f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
+    return inv, lsock
+
+
+def test_missing_key_file_is_named_not_reported_as_unreachable(tmp_path):
+    """paramiko raises FileNotFoundError (an OSError) for a key file that does not exist:
+    the message must name the key and the inventory setting, not "unreachable"."""
+    import dataclasses
+
+    inv, lsock = _ssh_server(tmp_path, known=True)
+    host = dataclasses.replace(inv.hosts["k3s-db-01"], ssh_key=str(tmp_path / "no_such_key"))
+    conn = ssh.connect(inv, host)
     with pytest.raises(ConnectError) as ei:
         ssh.open_checked(conn)
     msg = str(ei.value)
-    assert "host key unknown" in msg and "ssh-keyscan" in msg
-    assert not (tmp_path / "kh").exists()  # nothing was auto-added
+    assert "k3s-db-01" in msg and "no_such_key" in msg and "SSH key" in msg
+    assert "unreachable" not in msg and "Fix: set [ssh] key" in msg
     lsock.close()
