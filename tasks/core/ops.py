@@ -16,6 +16,7 @@ import uuid
 from fabric import Connection
 
 from .errors import StepFailed
+from .run import poll
 from .ssh import host_name, is_dry, os_family, put_private, read_file, sh
 
 log = logging.getLogger("k3sha")
@@ -158,6 +159,11 @@ def service_state(conn: Connection, name: str) -> tuple[bool, bool]:
     return enabled in ("enabled", "static", "alias", "generated"), active == "active"
 
 
+# systemd's passing states, and how long (s) a started/reloaded unit may stay in one
+TRANSIENT_STATES = ("activating", "reloading", "deactivating")
+SERVICE_SETTLE_TIMEOUT = 15
+
+
 def ensure_service(conn: Connection, name: str, *, changed_inputs: bool = False,
                    reload: bool = False) -> bool:
     """Enabled and active. When an input changed: reload (if reload=True) or restart.
@@ -178,13 +184,10 @@ def ensure_service(conn: Connection, name: str, *, changed_inputs: bool = False,
         did = True
     if did and not is_dry(conn):
         # "reloading" / "activating" pass within seconds (HAProxy is Type=notify): wait
-        end = time.monotonic() + 15
-        while True:
-            state = sh(conn, f"systemctl is-active {q}", warn=True, write=False).stdout.strip()
-            if state not in ("activating", "reloading", "deactivating") \
-                    or time.monotonic() > end:
-                break
-            time.sleep(0.3)
+        _, state = poll(lambda: sh(conn, f"systemctl is-active {q}", warn=True,
+                                   write=False).stdout.strip(),
+                        timeout=SERVICE_SETTLE_TIMEOUT, interval=0.3,
+                        until=lambda st: st not in TRANSIENT_STATES)
         if state != "active":
             res = sh(conn, f"journalctl -u {q} -n 15 --no-pager", warn=True, write=False)
             raise StepFailed(f"{conn.k3s_host.name}: service {name} is not active after start:\n"  # type: ignore[attr-defined]

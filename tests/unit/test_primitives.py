@@ -5,6 +5,7 @@ import grp
 import os
 import pwd
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 from invoke import Config, Context, MockContext, Result
@@ -257,3 +258,132 @@ def test_debug_log_shows_commands_with_secret_masked(conn, caplog):
     caplog.set_level("DEBUG", logger="k3sha")
     ssh.sh(conn, "echo 'user=k3s password=HUNTER2' >/dev/null", write=False, mask="HUNTER2")
     assert "password=***" in caplog.text and "HUNTER2" not in caplog.text
+
+
+# ---- issue 16: the breakages a unit test must catch
+
+class FakeSystemd(Context):
+    """A host whose systemd answers `systemctl` like the real one: a reload or start
+    passes through "reloading"/"activating" for `settle` polls; every command is kept.
+    (Context keeps public attributes in its config, so the unit's state lives in `_unit`.)"""
+
+    def __init__(self, *, enabled=True, active=True, settle=2, ends_active=True):
+        super().__init__(config=Config(overrides={"run": {"dry": False}}))
+        self._unit = SimpleNamespace(enabled=enabled, active=active, settle=settle,
+                                     ends_active=ends_active, passing="")
+        self.k3s_host = Host(name="lb1", address="192.0.2.11", roles=("k3s-balancer",))
+        self.user = "root"
+        self.host = "lb1"
+        self.commands: list[str] = []
+
+    def run(self, command, **kw):
+        self.commands.append(command)
+        u = self._unit
+        verb = command.split()[1] if command.startswith("systemctl ") else ""
+        if verb == "is-enabled":
+            return Result("enabled\n" if u.enabled else "disabled\n", exited=0 if u.enabled else 1)
+        if verb == "is-active":
+            return Result(self._state() + "\n")
+        if verb in ("enable", "start", "reload", "restart"):
+            u.enabled = u.enabled or verb == "enable"
+            u.passing = {"start": "activating", "reload": "reloading",
+                         "restart": "activating"}.get(verb, u.passing)
+            return Result("")
+        if command.startswith("journalctl"):
+            return Result("haproxy[1]: [ALERT] config invalid\n")
+        raise NotImplementedError(command)
+
+    def _state(self):
+        u = self._unit
+        if u.passing and u.settle > 0:
+            u.settle -= 1
+            return u.passing
+        if u.passing:
+            u.active, u.passing = u.ends_active, ""
+        return "active" if u.active else "failed"
+
+
+def test_config_change_reloads_haproxy_never_restarts():
+    """issue 16 (a): a changed haproxy.cfg is applied by `systemctl reload` (no dropped
+    connections); a restart would drop every client."""
+    c = FakeSystemd()
+    assert ops.ensure_service(c, "haproxy", changed_inputs=True, reload=True) is True
+    assert "systemctl reload haproxy" in c.commands
+    assert not any("restart" in cmd for cmd in c.commands), c.commands
+    # it waited through "reloading" until the unit was active again
+    assert c.commands[-1] == "systemctl is-active haproxy" and c.commands.count(
+        "systemctl is-active haproxy") == 4
+
+
+def test_unchanged_running_service_is_left_alone():
+    c = FakeSystemd()
+    assert ops.ensure_service(c, "haproxy", changed_inputs=False, reload=True) is False
+    assert not any(v in cmd for cmd in c.commands for v in ("reload", "restart", "start "))
+
+
+def test_change_without_reload_support_restarts():
+    c = FakeSystemd()
+    assert ops.ensure_service(c, "keepalived", changed_inputs=True) is True
+    assert "systemctl restart keepalived" in c.commands
+    assert "systemctl reload keepalived" not in c.commands
+
+
+def test_stopped_service_is_started_not_reloaded():
+    c = FakeSystemd(enabled=False, active=False)
+    assert ops.ensure_service(c, "haproxy", changed_inputs=True, reload=True) is True
+    assert c.commands[2:4] == ["systemctl enable haproxy", "systemctl start haproxy"]
+    assert not any(v in cmd for cmd in c.commands for v in ("reload", "restart"))
+
+
+def test_service_that_fails_after_reload_names_host_and_journal(monkeypatch):
+    monkeypatch.setattr(ops, "SERVICE_SETTLE_TIMEOUT", 1)
+    c = FakeSystemd(ends_active=False)
+    with pytest.raises(StepFailed, match=r"lb1: service haproxy is not active(.|\n)*ALERT"):
+        ops.ensure_service(c, "haproxy", changed_inputs=True, reload=True)
+
+
+def test_service_stuck_reloading_gives_up_at_the_deadline(monkeypatch):
+    monkeypatch.setattr(ops, "SERVICE_SETTLE_TIMEOUT", 0.5)
+    c = FakeSystemd(settle=10 ** 6)
+    with pytest.raises(StepFailed, match="not active"):
+        ops.ensure_service(c, "haproxy", changed_inputs=True, reload=True)
+
+
+MARKER = "CONTENT-MUST-NOT-BE-IN-ARGV-7f3a"
+
+
+@pytest.mark.parametrize("secret", [False, True])
+def test_ensure_file_never_puts_content_in_argv(tmp_path, conn, secret):
+    """issue 16 (b): file content (a password in a config, say) is uploaded, never part
+    of a command line, whether the file is created, replaced or only re-moded."""
+    target = tmp_path / "app.env"
+    ops.ensure_file(conn, str(target), f"PASSWORD={MARKER}\n", **_meta(), secret=secret)
+    ops.ensure_file(conn, str(target), f"PASSWORD={MARKER}-2\n", **_meta(), secret=secret)
+    os.chmod(target, 0o600)
+    ops.ensure_file(conn, str(target), f"PASSWORD={MARKER}-2\n", **_meta(), secret=secret)
+    assert target.read_text() == f"PASSWORD={MARKER}-2\n"
+    assert len(conn.commands) > 6
+    assert not [c for c in conn.commands if MARKER in c], "content appeared in a command line"
+
+
+def test_stdin_secret_stays_out_of_argv_and_debug_log(conn, caplog):
+    """issue 16 (c): a secret given as stdin never appears in the command line or in any
+    debug log line; one that must be in a command (mask=) is shown as ***."""
+    caplog.set_level("DEBUG")
+    res = ssh.sh(conn, "cat >/dev/null; echo done", stdin="pw-STDIN-SECRET", write=False)
+    assert res.stdout == "done\n"
+    ssh.sh(conn, "echo 'IDENTIFIED BY pw-MASKED-SECRET' >/dev/null", write=False,
+           mask="pw-MASKED-SECRET")
+    assert "IDENTIFIED BY ***" in caplog.text
+    for secret in ("pw-STDIN-SECRET", "pw-MASKED-SECRET"):
+        assert secret not in caplog.text
+    assert not [c for c in conn.commands if "pw-STDIN-SECRET" in c]
+
+
+def test_masked_secret_stays_out_of_dry_run_output_and_errors(capsys):
+    conn = LocalConn(dry=True)
+    ssh.sh(conn, "set-password pw-MASKED-SECRET", mask="pw-MASKED-SECRET")
+    assert "would run: set-password ***" in capsys.readouterr().out
+    with pytest.raises(StepFailed) as ei:
+        ssh.sh(LocalConn(), "false pw-MASKED-SECRET", mask="pw-MASKED-SECRET")
+    assert "pw-MASKED-SECRET" not in str(ei.value) and "false ***" in str(ei.value)
