@@ -18,6 +18,7 @@ from .errors import K3sHaError
 log = logging.getLogger("k3sha")
 _print_lock = threading.Lock()
 
+
 def say(msg: str) -> None:
     with _print_lock:
         print(msg, flush=True)
@@ -60,5 +61,11 @@ def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 
 
+# ---------------------------------------------------------------- shared help texts
+# One wording per option across namespaces: `@k3s_task(help={"dry": H_DRY, "yes": H_YES})`.
 H_DRY = "show what would change (unified diffs), change nothing"
 H_YES = "never prompt: secrets from K3S_HA_* env vars or the secrets file"
+H_YES_NO_PROMPTS = "never prompt (this namespace asks nothing; accepted for scripts)"
+H_HOST = ("only this host (its inventory name, e.g. k3s-server-01); default: every host "
+          "with the task's role")
+H_READ_ONLY_DRY = "accepted for symmetry: this task only reads"

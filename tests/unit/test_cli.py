@@ -91,3 +91,12 @@ def test_help_given_after_a_positional_task_argument_points_at_the_right_form():
     assert p.returncode == 2, p.stdout + p.stderr
     assert "'--help' is not a host name" in p.stderr and "fab --help lab.ssh" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_shared_help_texts_are_one_line_and_distinct():
+    from tasks.core import cli
+
+    texts = {n: getattr(cli, n) for n in dir(cli) if n.startswith("H_")}
+    assert {"H_DRY", "H_YES", "H_HOST"} <= set(texts)
+    assert all(t and "\n" not in t and len(t) < 100 for t in texts.values())
+    assert len(set(texts.values())) == len(texts)
