@@ -100,3 +100,17 @@ def test_shared_help_texts_are_one_line_and_distinct():
     assert {"H_DRY", "H_YES", "H_HOST"} <= set(texts)
     assert all(t and "\n" not in t and len(t) < 100 for t in texts.values())
     assert len(set(texts.values())) == len(texts)
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ("server_id = 1", "server_id = 0", "hosts.k3s-db-01.server_id"),
+    ('interface = "host0"', 'interface = ""', "vips.api.interface"),
+])
+def test_inventory_holes_exit_2_before_any_ssh(tmp_path, old, new, key):
+    """Issue 11, defect 4, through the command line: exit 2, the key and a Fix named."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text((ROOT / "hosts.toml").read_text().replace(old, new, 1))
+    p = fab("cluster.check", "--yes", env={"K3S_HA_INVENTORY": str(bad)})
+    out = p.stdout + p.stderr
+    assert p.returncode == 2, out
+    assert key in out and "Fix:" in out and "Traceback" not in out
