@@ -331,9 +331,17 @@ def lab(inv: Inventory) -> list[str]:
     return out
 
 
+def k3s_install(inv: Inventory) -> list[str]:
+    """The binary (airgap) method needs the folder the binary and installer come from."""
+    if inv.cluster["install_method"] == "binary" and not inv.cluster["airgap_dir"]:
+        return ["cluster.airgap_dir: install_method = \"binary\" needs the folder holding "
+                "k3s and install.sh. Fix: set cluster.airgap_dir, or install_method = \"script\""]
+    return []
+
+
 RULES = (unique_addresses, required_roles, server_ids, kine_auto_increment, vip_tables,
          vip_members, vip_uniqueness, port_clashes, balancer_timing, balancer_ports,
-         db_values, lab)
+         db_values, k3s_install, lab)
 
 
 def check(inv: Inventory) -> list[str]:

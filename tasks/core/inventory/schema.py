@@ -35,6 +35,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "node_taint": (str, "CriticalAddonsOnly=true:NoExecute", _ANY),
         "tls_san": (list, [], _ANY),
         "domain": (str, "lab.lan", _ANY),
+        "airgap_dir": (str, "", _ANY),
+        "agent_token": (bool, False, _ANY),
     },
     "db": {
         "flavor": (str, "auto", ("auto", "mysql", "mariadb")),
