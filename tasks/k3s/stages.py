@@ -1,0 +1,114 @@
+"""The guide's steps 3 and 4 as stages `cluster.deploy` and the `k3s.*` tasks share:
+servers (the first alone, then the others with its token), agents (through the API VIP),
+and a readiness check of the whole tier.
+"""
+from __future__ import annotations
+
+from fabric import Connection
+
+from ..core.cli import say
+from ..core.errors import StepFailed
+from ..core.inventory import Host, Inventory
+from ..core.run import Run
+from ..core.secrets import get_secret
+from ..core.ssh import connect, open_checked
+from ..facts import k3s as facts
+from . import bootstrap
+from .config import Role, agent_env, node_spec, server_env
+from .handover import Kind, on_server, token_for
+from .nodes import READY_TIMEOUT, ensure_node, resolve_hosts
+from .token import Token
+
+
+def first_server(inv: Inventory) -> Host:
+    return resolve_hosts(inv, Role.SERVER, [])[0]
+
+
+def api_session(r: Run, host: Host) -> Connection:
+    """A connection of its own to a server (one per thread: kubectl runs in parallel)."""
+    conn = connect(r.inv, host, r.c.config)
+    open_checked(conn)
+    return conn
+
+
+def known_tokens(r: Run) -> list[tuple[str, Token]]:
+    """(server, token) of every server with a token file: to name the datastore's holder."""
+    out = []
+    for h in resolve_hosts(r.inv, Role.SERVER, []):
+        try:
+            tok = on_server(r.conn(h), Kind.SERVER)
+        except Exception:  # an unreachable server only leaves the holder unnamed
+            continue
+        if tok is not None:
+            out.append((h.name, tok))
+    return out
+
+
+def servers_stage(r: Run, names: list[str] | None = None,
+                  timeout: float = READY_TIMEOUT) -> None:
+    """Install/join the servers: the first alone, then the others (in parallel)."""
+    inv = r.inv
+    targets = resolve_hosts(inv, Role.SERVER, names or [])
+    first = first_server(inv)
+    first_conn = r.conn(first)
+    db_password = get_secret("k3s_db_password", inv, yes=r.yes, confirm_new=False)
+    token = token_for(inv, first_conn, Kind.SERVER, yes=r.yes)
+    agent_token = token_for(inv, first_conn, Kind.AGENT, yes=r.yes) \
+        if inv.cluster.get("agent_token", False) else None
+    env = server_env(inv, db_password, token, agent_token)
+    verdict = bootstrap.judge(bootstrap.read_keys(first_conn, inv, db_password), token,
+                              known_tokens(r))
+    bootstrap.refuse_other(verdict, token, first.name, inv)  # before anything starts
+    say(f"  datastore: {verdict.held.value}")
+
+    def one(conn: Connection, h: Host) -> None:  # readiness as the first server's API sees it
+        with api_session(r, first) as api:
+            ensure_node(r, conn, node_spec(inv, h, Role.SERVER, env), api, timeout=timeout)
+
+    if first in targets:
+        r.each([first], one)
+    rest = [h for h in targets if h != first]
+    if rest:
+        r.each(rest, one)
+
+
+def agents_stage(r: Run, names: list[str] | None = None,
+                 timeout: float = READY_TIMEOUT) -> None:
+    """Join the agents through the API VIP with the server token (or the agent token)."""
+    inv = r.inv
+    targets = resolve_hosts(inv, Role.AGENT, names or [])
+    first = first_server(inv)
+    kind = Kind.AGENT if inv.cluster.get("agent_token", False) else Kind.SERVER
+    if on_server(r.conn(first), kind) is None:
+        raise StepFailed(f"{first.name} has no {kind.path}: the servers are not installed "
+                         "yet. Fix: fab k3s.install-server first")
+    token = token_for(inv, r.conn(first), kind, yes=r.yes)
+    env = agent_env(inv, token)
+
+    def one(conn: Connection, h: Host) -> None:
+        with api_session(r, first) as api:
+            ensure_node(r, conn, node_spec(inv, h, Role.AGENT, env), api, timeout=timeout)
+
+    r.each(targets, one)
+
+
+def problems(inv: Inventory, nodes: list[facts.NodeInfo]) -> list[str]:
+    """Pure: inventory k3s hosts missing from the API or not Ready."""
+    by_name = {n.name: n for n in nodes}
+    out = []
+    for h in inv.with_role("k3s-server") + inv.with_role("k3s-agent"):
+        n = by_name.get(h.name)
+        if n is None:
+            out.append(f"{h.name}: not a node of the cluster")
+        elif not n.is_ready:
+            out.append(f"{h.name}: Ready={n.ready}")
+    return out
+
+
+def check_ready(r: Run) -> list[facts.NodeInfo]:
+    """Every inventory k3s host is a Ready node (asked through the first server's API)."""
+    nodes = facts.nodes(r.conn(first_server(r.inv)))
+    bad = problems(r.inv, nodes)
+    if bad:
+        raise StepFailed("k3s nodes not ready: " + "; ".join(bad))
+    return nodes

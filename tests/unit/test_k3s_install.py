@@ -1,0 +1,180 @@
+"""The commands a k3s node receives, asserted over a fake connection: secrets only on
+stdin (never in a command line), the installer never starts k3s, a Ready unchanged node
+gets no installer and no restart, a changed config.yaml restarts it."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from invoke import Config, Context, Result
+
+from tasks.core import inventory
+from tasks.core.run import Run
+from tasks.k3s import config as kc, install, nodes
+from tasks.k3s.token import parse_token
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = parse_token(f"K10{'ab' * 32}::server:SERVERSECRETzz99")
+DB_PW = "DBPASSWORDqq77"
+SECRETS = ("SERVERSECRETzz99", DB_PW)
+
+
+class FakeHost(Context):
+    """A host answering the probes from a dict of files and a set of flags."""
+
+    def __init__(self, name: str, files: dict[str, str] | None = None, *, active: str = "inactive",
+                 version: str = "", nodes_json: str = "") -> None:
+        super().__init__(config=Config(overrides={"run": {"dry": False}}))
+        # plain attributes, not invoke config entries (a Context proxies unknown names)
+        state = {"k3s_host": inventory.Host(name=name, address="10.77.0.51",
+                                            roles=("k3s-agent",)),
+                 "user": "root", "host": name, "files": dict(files or {}), "active": active,
+                 "version": version, "nodes_json": nodes_json,
+                 "calls": [], "peer": None}  # calls: (command, stdin); peer: the API host
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def commands(self) -> list[str]:
+        return [c for c, _ in self.calls]
+
+    def run(self, command: str, **kw: Any) -> Result:  # noqa: C901 - a small fake shell
+        stream = kw.get("in_stream")
+        self.calls.append((command, stream.getvalue() if stream else ""))
+        m = re.match(r"test -e (\S+) && base64 -w0 \1$", command)
+        if m:
+            data = self.files.get(m.group(1))
+            return Result(base64.b64encode(data.encode()).decode() if data is not None else "",
+                          exited=0 if data is not None else 1)
+        m = re.match(r"test -[fs] (\S+)$", command)
+        if m:
+            return Result("", exited=0 if m.group(1) in self.files else 1)
+        if command.startswith("stat -c"):
+            return Result("600 root root\n") if command.split()[-1] in self.files \
+                else Result("", exited=1)
+        if command.startswith("systemctl is-active"):
+            return Result(self.active + "\n", exited=0 if self.active == "active" else 3)
+        if "k3s --version" in command:
+            return Result(f"k3s version {self.version} (abc)\n" if self.version else "",
+                          exited=0 if self.version else 1)
+        if "get nodes -o json" in command:
+            return Result(self.nodes_json, exited=0 if self.nodes_json else 1)
+        if command.startswith("date "):
+            return Result("2025-01-30 10:00:00\n")
+        if command.startswith("journalctl"):
+            return Result("")
+        if "install.sh" in command or "k3s-install.sh" in command:
+            self.files[kc.Role.AGENT.env_path] = kc.render_env(
+                {k: v for k, v in _sourced(stream.getvalue()).items() if k.startswith("K3S_")})
+            self.files[kc.Role.AGENT.unit_path] = "[Unit]\n"
+        if "systemctl" in command and "--no-block" in command:
+            self.active = "active"
+            (self.peer or self).nodes_json = _ready("k3s-agent-01")
+        return Result("")
+
+    def put(self, local: Any, remote_path: str) -> None:
+        self.calls.append((f"<put {remote_path}>", ""))
+
+
+def _sourced(text: str) -> dict[str, str]:
+    return kc.parse_env(text)
+
+
+def _ready(name: str) -> str:
+    return json.dumps({"kind": "List", "items": [{
+        "metadata": {"name": name, "labels": {}},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]})
+
+
+def _inv() -> inventory.Inventory:
+    return inventory.parse((ROOT / "hosts.toml").read_text(), ROOT / "hosts.toml")
+
+
+def _spec(inv: inventory.Inventory) -> kc.NodeSpec:
+    return kc.node_spec(inv, inv.host("k3s-agent-01"), kc.Role.AGENT, kc.agent_env(inv, TOKEN))
+
+
+def _no_secret_in_argv(*hosts: FakeHost) -> None:
+    for h in hosts:
+        for cmd in h.commands():
+            for s in SECRETS:
+                assert s not in cmd, f"secret in a command line: {cmd}"
+
+
+def test_installer_gets_secrets_on_stdin_only() -> None:
+    inv = _inv()
+    host = FakeHost("k3s-server-01")
+    env = kc.server_env(inv, DB_PW, TOKEN)
+    install.run_installer(host, inv, kc.Role.SERVER, env)
+    (cmd, stdin), = host.calls
+    assert f"set -a; . /dev/stdin; set +a; exec sh {kc.INSTALLER_PATH} server" in cmd
+    _no_secret_in_argv(host)
+    sourced = kc.parse_env(stdin)
+    assert sourced["K3S_TOKEN"] == TOKEN.text and DB_PW in sourced["K3S_DATASTORE_ENDPOINT"]
+    assert sourced["INSTALL_K3S_SKIP_START"] == "true"
+    assert sourced["INSTALL_K3S_VERSION"] == "v1.31.5+k3s1"
+
+
+def test_fresh_agent_installed_started_without_blocking_and_awaited() -> None:
+    inv = _inv()
+    r = Run(Context(), "t", inv=inv)
+    host = FakeHost("k3s-agent-01", {kc.INSTALLER_PATH: "#!/bin/sh\n"})
+    api = FakeHost("k3s-server-01")
+    host.peer = api  # the node turns Ready in the server's API once started
+    assert nodes.ensure_node(r, host, _spec(inv), api, timeout=5) is True
+    cmds = host.commands()
+    assert any("set -a; . /dev/stdin; set +a; exec sh /var/lib/k3s-ha/k3s-install.sh agent" in c
+               for c in cmds)
+    assert any("systemctl start --no-block k3s-agent" in c for c in cmds)
+    assert not any("systemctl restart" in c or re.search(r"systemctl start k3s", c)
+                   for c in cmds)
+    _no_secret_in_argv(host, api)
+    assert host.files[kc.Role.AGENT.env_path] == kc.render_env(kc.agent_env(inv, TOKEN))
+
+
+def _joined(inv: inventory.Inventory, config_yaml: str) -> tuple[FakeHost, FakeHost]:
+    files = {kc.INSTALLER_PATH: "#!/bin/sh\n", kc.Role.AGENT.unit_path: "[Unit]\n",
+             kc.Role.AGENT.env_path: kc.render_env(kc.agent_env(inv, TOKEN)),
+             kc.CONFIG_PATH: config_yaml, nodes.NODE_PASSWORD_FILE: "pw"}
+    host = FakeHost("k3s-agent-01", files, active="active", version="v1.31.5+k3s1")
+    api = FakeHost("k3s-server-01", nodes_json=_ready("k3s-agent-01"))
+    return host, api
+
+
+def test_ready_unchanged_node_gets_no_installer_and_no_restart() -> None:
+    inv = _inv()
+    host, api = _joined(inv, _spec(inv).config_yaml)
+    assert nodes.ensure_node(Run(Context(), "t", inv=inv), host, _spec(inv), api) is False
+    for c in host.commands():
+        assert "set -a" not in c and "systemctl start" not in c and "restart" not in c
+
+
+def test_changed_config_restarts_without_running_the_installer() -> None:
+    inv = _inv()
+    host, api = _joined(inv, "node-name: old\n")
+    assert nodes.ensure_node(Run(Context(), "t", inv=inv), host, _spec(inv), api,
+                             timeout=5) is True
+    cmds = host.commands()
+    assert any("systemctl restart --no-block k3s-agent" in c for c in cmds)
+    assert not any("set -a" in c for c in cmds)
+
+
+def test_rebuilt_host_is_refused_without_confirmation(monkeypatch: pytest.MonkeyPatch) -> None:
+    inv = _inv()
+    host, api = _joined(inv, _spec(inv).config_yaml)
+    del host.files[nodes.NODE_PASSWORD_FILE]
+    host.active = "inactive"
+    monkeypatch.setattr(nodes, "confirm", lambda *a, **k: False)
+    with pytest.raises(nodes.Refused, match="node-password.k3s"):
+        nodes.ensure_node(Run(Context(), "t", inv=inv), host, _spec(inv), api)
+    assert not any("systemctl" in c and "--no-block" in c for c in host.commands())
+    monkeypatch.setattr(nodes, "confirm", lambda *a, **k: True)
+    nodes.ensure_node(Run(Context(), "t", inv=inv), host, _spec(inv), api, timeout=5)
+    assert any("delete node k3s-agent-01" in c and "k3s-agent-01.node-password.k3s" in c
+               for c in api.commands())
