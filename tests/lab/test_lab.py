@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tasks.core import inventory
-from tasks.lab import labnet
+from tasks.lab import aptcache, containers, image, labnet, network, procs
 from tasks.core.errors import Refused
 
 pytestmark = [
@@ -77,9 +77,9 @@ def snapshot(name: str) -> dict[str, set[str]]:
     links = {ln.split()[1].split("@")[0].rstrip(":") for ln in
              subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
              .splitlines()}
-    netns = set(labnet._list_netns())
-    mounts = set(labnet._mounts())
-    procs = {f"{pid} {cmd}" for pid, _, cmd in labnet._procs()
+    netns = set(network.list_netns())
+    mounts = set(procs.mounts())
+    procs = {f"{pid} {cmd}" for pid, _, cmd in procs.procs()
              if name in cmd or "systemd-nspawn" in cmd or "apt-cacher-ng" in cmd}
     other = re.compile(r"^[a-z][a-z0-9]{0,4}-(op|sw|h-.*)$")
 
@@ -94,7 +94,7 @@ def snapshot(name: str) -> dict[str, set[str]]:
                    and (not m.startswith("/run/netns/") or mine(m[len("/run/netns/"):]))}
         - {"/run/netns"},
         "procs": {p for p in procs if name in p},
-        "sysctl": {f"{k}={labnet._sysctl_path(k).read_text().strip()}"
+        "sysctl": {f"{k}={containers.sysctl_path(k).read_text().strip()}"
                    for k in labnet.INOTIFY_LIMITS},
     }
 
@@ -306,9 +306,9 @@ def test_up_twice_is_a_noop_and_recovers_from_half_killed(lab, capsys):
     assert "nothing to do" in capsys.readouterr().out
     # break it the way a killed run would: apt-cacher-ng gone, a host powered off, another
     # host's systemd-nspawn killed alone (orphaned init), a switch port deleted
-    labnet._kill(labnet._acng_pids(inv))
+    procs.kill(aptcache.acng_pids(inv))
     labnet.power_off(inv, "k3s-balancer-01")
-    labnet._kill(labnet._nspawn_pids(inv, "k3s-balancer-02"))
+    procs.kill(containers.nspawn_pids(inv, "k3s-balancer-02"))
     subprocess.run(["ip", "-n", labnet.switch_ns(NAME), "link", "del",
                     labnet.host_port(inv, "k3s-db-02")], check=True)
     res = labnet.up(inv, log=print)
@@ -392,7 +392,7 @@ def test_non_root_user_works_through_sudo_and_without_it_is_named(lab):
 def test_extra_packages_build_their_own_cached_image(lab, tmp_path, monkeypatch):
     """[lab] extra_packages (the k3s stand-in will need python3 libraries) gives another
     cache key, a real debootstrap with the package in it, and a cache hit the second time."""
-    monkeypatch.setattr(labnet, "IMAGE_CACHE", tmp_path / "images")
+    monkeypatch.setattr(image, "IMAGE_CACHE", tmp_path / "images")
     text = INVENTORY.replace("[ssh]", 'extra_packages = ["python3-yaml"]\n\n[ssh]')
     path = tmp_path / "extra.toml"
     path.write_text(text)
