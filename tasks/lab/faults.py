@@ -14,7 +14,7 @@ from ..core.errors import InputError
 from ..core.inventory import Inventory
 from . import containers, network
 from .image import image_path
-from .names import bridge_name, host_port, lab_name, nft_table, require_lab, state_dir, switch_ns
+from .names import bridge_name, host_port, lab_name, require_lab, state_dir, switch_ns
 from .procs import kill, run, wait_gone
 
 LossRules = dict[str, tuple[int, str]]  # switch port -> (percent, direction)
@@ -85,6 +85,10 @@ def restore_port(inv: Inventory, host: str) -> bool:
 
 
 # ------------------------------------------------------------------ packet loss
+def nft_table(name: str) -> str:
+    return f"{name}_lab"
+
+
 def render_nft(table: str, rules: LossRules) -> str:
     """nftables script for the switch: port -> (percent, direction) random drops.
 

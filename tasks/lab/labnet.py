@@ -26,15 +26,16 @@ from .containers import (INOTIFY_LIMITS, is_running, render_hosts, safe_mount_pa
                          ssh_banner, wait_ssh)
 from .engine import HostStatus, UpResult, down, status, up
 from .faults import (clear_loss, heal, link_down, link_up, loss, partition, power_off,
-                     power_on, render_nft)
+                     nft_table, power_on, render_nft)
 from .image import (BASE_PACKAGES, IMAGE_CACHE, ensure_image, image_key, image_packages,
                     image_path, purge_images)
 from .mirrors import (ACNG_PORT, main_mirror, mirror_sources, render_apt_proxy,
                       render_sources, security_mirror)
 from .names import (HOST_IFACE, HOST_KEY_TYPES, bridge_name, host_dir, host_ns, host_port,
-                    lab_name, nft_table, op_dev, op_peer, port_name, require_lab, state_dir,
+                    lab_name, op_dev, port_name, require_lab, state_dir,
                     switch_ns)
-from .network import Port, check_subnet, free_subnet, machine_routes, route_overlap
+from .network import (Port, check_subnet, free_subnet, machine_routes, op_peer,
+                      route_overlap)
 
 __all__ = [
     "SECRET_KEYS", "check_route", "ensure_secrets", "ensure_ssh_key", "known_hosts_lines",

@@ -45,18 +45,9 @@ def op_dev(name: str) -> str:
     return f"{name}-op"
 
 
-def op_peer(name: str) -> str:
-    """The switch side of the operator's veth."""
-    return f"{name}-po"
-
-
 def port_name(name: str, index: int) -> str:
     """The switch side of host number `index`'s veth."""
     return f"{name}-p{index}"
-
-
-def nft_table(name: str) -> str:
-    return f"{name}_lab"
 
 
 def host_port(inv: Inventory, host: str) -> str:

@@ -16,9 +16,13 @@ from typing import Any
 
 from ..core.errors import Refused
 from ..core.inventory import Host, Inventory
-from .names import (HOST_IFACE, bridge_name, host_ns, host_port, lab_name, op_dev, op_peer,
-                    switch_ns)
+from .names import HOST_IFACE, bridge_name, host_ns, host_port, lab_name, op_dev, switch_ns
 from .procs import mounts, ok, run
+
+
+def op_peer(name: str) -> str:
+    """The switch side of the operator's veth."""
+    return f"{name}-po"
 
 
 # ------------------------------------------------------------------ reading (pure + probes)
