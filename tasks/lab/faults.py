@@ -2,19 +2,18 @@
 
 power_off/power_on (a power cut, a boot), partition/heal (off the switch, carrier kept),
 link_down/link_up (carrier loss), loss/clear_loss (random drops of IP frames on the
-host's switch port, nftables in the switch namespace). Reading the lab's state is not
-here: see engine.status and the facts package.
+host's switch port: nftables in the switch namespace, read back from nft itself, no
+state file). Reading the lab's state is not here: see engine.status and the facts package.
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from ..core.errors import InputError
 from ..core.inventory import Inventory
 from . import containers, network
 from .image import image_path
-from .names import bridge_name, host_port, lab_name, require_lab, state_dir, switch_ns
+from .names import bridge_name, host_port, lab_name, require_lab, switch_ns
 from .procs import kill, run, wait_gone
 
 LossRules = dict[str, tuple[int, str]]  # switch port -> (percent, direction)
@@ -111,23 +110,37 @@ def render_nft(table: str, rules: LossRules) -> str:
     return (f"table bridge {table}\ndelete table bridge {table}\n" + "\n".join(body) + "\n")
 
 
-def _loss_file(inv: Inventory) -> Path:
-    return state_dir(inv) / "loss.json"
+def parse_loss(nft_json: str) -> LossRules:
+    """The loss rules in force, from `nft -j list table bridge <table>` (pure)."""
+    sides: dict[str, dict[str, int]] = {}
+    for item in json.loads(nft_json or "{}").get("nftables", []):
+        port, side, percent = "", "", 100
+        for expr in item.get("rule", {}).get("expr", []):
+            match = expr.get("match") or {}
+            left = match.get("left") or {}
+            key = left.get("meta", {}).get("key") if isinstance(left, dict) else None
+            if key in ("iifname", "oifname"):
+                port, side = str(match["right"]), "out" if key == "iifname" else "in"
+            elif isinstance(left, dict) and "numgen" in left:
+                percent = int(match["right"])
+        if port:
+            sides.setdefault(port, {})[side] = percent
+    return {port: (max(d.values()), "both" if len(d) == 2 else next(iter(d)))
+            for port, d in sides.items()}
 
 
 def _apply_loss(inv: Inventory, rules: LossRules) -> None:
     name = lab_name(inv)
     run(["ip", "netns", "exec", switch_ns(name), "nft", "-f", "-"],
         input=render_nft(nft_table(name), rules))
-    _loss_file(inv).write_text(json.dumps({k: list(v) for k, v in rules.items()}))
 
 
 def _loss_rules(inv: Inventory) -> LossRules:
-    try:
-        raw = json.loads(_loss_file(inv).read_text())
-        return {k: (int(v[0]), str(v[1])) for k, v in raw.items()}
-    except (OSError, ValueError):
-        return {}
+    """The rules the switch's nftables holds (none when the table does not exist)."""
+    name = lab_name(inv)
+    res = run(["ip", "netns", "exec", switch_ns(name), "nft", "-j", "list", "table",
+               "bridge", nft_table(name)], check=False, timeout=30)
+    return parse_loss(res.stdout) if res.returncode == 0 else {}
 
 
 def loss(inv: Inventory, host: str, percent: int, direction: str = "both") -> None:

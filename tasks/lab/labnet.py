@@ -26,7 +26,8 @@ from .containers import (INOTIFY_LIMITS, is_running, render_hosts, safe_mount_pa
                          ssh_banner, wait_ssh)
 from .engine import HostStatus, UpResult, down, status, up
 from .faults import (clear_loss, heal, link_down, link_up, loss, partition, power_off,
-                     nft_table, power_on, render_nft)
+                     nft_table, parse_loss, power_on,
+                     render_nft)
 from .image import (BASE_PACKAGES, IMAGE_CACHE, ensure_image, image_key, image_packages,
                     image_path, purge_images)
 from .mirrors import (ACNG_PORT, main_mirror, mirror_sources, render_apt_proxy,
@@ -43,7 +44,8 @@ __all__ = [
     "render_acng_conf", "INOTIFY_LIMITS", "is_running", "render_hosts",
     "safe_mount_path", "ssh_banner", "wait_ssh",
     "HostStatus", "UpResult", "down", "status", "up", "clear_loss", "heal", "link_down",
-    "link_up", "loss", "partition", "power_off", "power_on", "render_nft", "BASE_PACKAGES",
+    "link_up", "loss", "partition", "parse_loss", "power_off", "power_on", "render_nft",
+    "BASE_PACKAGES",
     "IMAGE_CACHE", "ensure_image", "image_key", "image_packages", "image_path",
     "purge_images", "ACNG_PORT", "main_mirror", "mirror_sources", "render_apt_proxy",
     "render_sources", "security_mirror", "HOST_IFACE", "HOST_KEY_TYPES", "bridge_name",

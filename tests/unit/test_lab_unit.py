@@ -258,3 +258,35 @@ def test_up_asks_before_stopping_a_lab_of_another_inventory(inv, lab_of_another_
     assert swept == (["kha"] if stopped else [])
     mine = f"{inv.path.resolve()}\n"
     assert owner_file.read_text() == (mine if stopped else f"{other}\n")
+
+
+# `nft -j list table bridge khat_lab` (nft 1.0.6) after render_nft of the rules below
+NFT_LOSS_JSON = (
+    '{"nftables":[{"table":{"family":"bridge","name":"khat_lab","handle":2}},{"chain":{"famil'
+    'y":"bridge","table":"khat_lab","name":"forward","handle":1,"type":"filter","hook":"forwa'
+    'rd","prio":0,"policy":"accept"}},{"rule":{"family":"bridge","table":"khat_lab","chain":"'
+    'forward","handle":3,"expr":[{"match":{"op":"==","left":{"meta":{"key":"iifname"}},"right'
+    '":"khat-p1"}},{"match":{"op":"==","left":{"payload":{"protocol":"ether","field":"type"}}'
+    ',"right":{"set":["ip","ip6"]}}},{"drop":null}]}},{"rule":{"family":"bridge","table":"kha'
+    't_lab","chain":"forward","handle":5,"expr":[{"match":{"op":"==","left":{"meta":{"key":"o'
+    'ifname"}},"right":"khat-p2"}},{"match":{"op":"==","left":{"payload":{"protocol":"ether",'
+    '"field":"type"}},"right":{"set":["ip","ip6"]}}},{"match":{"op":"<","left":{"numgen":{"mo'
+    'de":"random","mod":100,"offset":0}},"right":5}},{"drop":null}]}},{"rule":{"family":"brid'
+    'ge","table":"khat_lab","chain":"forward","handle":7,"expr":[{"match":{"op":"==","left":{'
+    '"meta":{"key":"oifname"}},"right":"khat-p3"}},{"match":{"op":"==","left":{"payload":{"pr'
+    'otocol":"ether","field":"type"}},"right":{"set":["ip","ip6"]}}},{"match":{"op":"<","left'
+    '":{"numgen":{"mode":"random","mod":100,"offset":0}},"right":30}},{"drop":null}]}},{"rule'
+    '":{"family":"bridge","table":"khat_lab","chain":"forward","handle":9,"expr":[{"match":{"'
+    'op":"==","left":{"meta":{"key":"iifname"}},"right":"khat-p3"}},{"match":{"op":"==","left'
+    '":{"payload":{"protocol":"ether","field":"type"}},"right":{"set":["ip","ip6"]}}},{"match'
+    '":{"op":"<","left":{"numgen":{"mode":"random","mod":100,"offset":0}},"right":30}},{"drop'
+    '":null}]}}]}'
+)
+
+
+def test_loss_rules_are_read_back_from_nftables():
+    rules = {"khat-p1": (100, "out"), "khat-p2": (5, "in"), "khat-p3": (30, "both")}
+    assert labnet.parse_loss(NFT_LOSS_JSON) == rules
+    empty = '{"nftables":[{"table":{"family":"bridge","name":"khat_lab","handle":2}}]}'
+    assert labnet.parse_loss(empty) == {}
+    assert labnet.parse_loss("") == {}
