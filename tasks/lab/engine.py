@@ -69,7 +69,7 @@ def take_over(inv: Inventory, log: Log, yes: bool = False) -> bool:
         owner = ""
     claim = claim_of(owner, me, switch_ns(name) in network.list_netns())
     if claim is Claim.OTHER:
-        why = (f"lab {name} is running, started from another inventory: {owner}")
+        why = f"lab {name} is running, started from another inventory: {owner}"
         if not interactive(yes):
             raise Refused(f"{why}; refusing to stop it ({'--yes' if yes else 'no terminal'}). "
                           f"Fix: stop it first (K3S_HA_INVENTORY={owner} fab lab.down), or "
