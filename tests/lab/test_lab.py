@@ -11,6 +11,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -124,6 +125,15 @@ def ssh(inv, host: str, cmd: str, timeout: float = 300) -> subprocess.CompletedP
                           timeout=timeout)
 
 
+def fab(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`fab ARGS` with this inventory, no K3S_HA_* secrets and no terminal."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
+    env["K3S_HA_INVENTORY"] = str(path)
+    return subprocess.run([sys.executable, "-m", "fabric", *args], env=env, text=True,
+                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
+                          cwd=Path(__file__).resolve().parents[2])
+
+
 def connects(addr: str, n: int, timeout: float = 0.2) -> int:
     ok = 0
     for _ in range(n):
@@ -213,20 +223,13 @@ def test_state_folder_is_private_to_root(lab):
 def test_up_refuses_to_stop_the_same_lab_name_of_another_inventory(lab, tmp_path):
     """Defect 6: another inventory file with the same [lab] name never stops this lab
     unasked: --yes or no terminal refuse (exit 2) naming this lab's inventory."""
-    import sys
-
     inv, _ = lab
     path = tmp_path / "same-name.toml"
     path.write_text(INVENTORY)
     other = inventory.load(path)
     with pytest.raises(Refused, match=re.escape(str(inv.path.resolve()))):
         labnet.up(other, log=print, yes=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
-    env["K3S_HA_INVENTORY"] = str(path)
-    p = subprocess.run([sys.executable, "-m", "fabric", "lab.up"], env=env, text=True,
-                       capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
-                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(
-                           os.path.abspath(__file__)))))
+    p = fab(path, "lab.up")
     assert p.returncode == 2, p.stdout + p.stderr
     assert str(inv.path.resolve()) in p.stderr and "fab lab.down" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
@@ -396,8 +399,6 @@ def test_non_root_user_works_through_sudo_and_without_it_is_named(lab):
     """The README's promise for real machines: a non-root SSH user with passwordless sudo
     runs every task (files owned by root, secrets through stdin); one without sudo fails
     cluster.check naming the host and the fix."""
-    import sys
-
     from tasks.core import ops
     from tasks.core import ssh as rssh
 
@@ -432,12 +433,7 @@ def test_non_root_user_works_through_sudo_and_without_it_is_named(lab):
     out = ssh(inv, "k3s-db-01", "stat -c '%U %a' /etc/k3s-ha-sudo-test; cat /root/from-stdin")
     assert out.stdout.split("\n")[:2] == ["root 600", "via stdin"], out.stdout
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
-    env["K3S_HA_INVENTORY"] = str(path)
-    p = subprocess.run([sys.executable, "-m", "fabric", "cluster.check"], env=env, text=True,
-                       capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
-                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(
-                           os.path.abspath(__file__)))))
+    p = fab(path, "cluster.check")
     assert p.returncode == 1, p.stdout + p.stderr
     assert "k3s-db-02: cannot run commands as root" in p.stderr and "passwordless sudo" in p.stderr
     assert "k3s-db-01" not in p.stderr and "Traceback" not in p.stderr
