@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tasks.core import inventory
-from tasks.lab import labnet  # noqa: E402
+from tasks.lab import containers, image, labnet  # noqa: E402
 
 NAME = "kbn"
 
@@ -53,16 +53,16 @@ def bench_inventory(folder: Path) -> inventory.Inventory:
 
 
 def cold_build(inv: inventory.Inventory) -> float:
-    saved = labnet.IMAGE_CACHE
+    saved = image.IMAGE_CACHE
     tmp = Path(tempfile.mkdtemp(prefix="bench-images-", dir="/var/tmp"))
-    labnet.IMAGE_CACHE = tmp
+    image.IMAGE_CACHE = tmp
     try:
         t0 = time.monotonic()
         _, built = labnet.ensure_image(inv, print)
         assert built
         return time.monotonic() - t0
     finally:
-        labnet.IMAGE_CACHE = saved
+        image.IMAGE_CACHE = saved
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -89,7 +89,7 @@ def main() -> int:
             results["hosts"] = res.hosts
             time.sleep(5)  # let the boots settle
             after = mem_available_kib()
-            pss = [sum(pss_kib(p) for p in labnet._container_pids(inv, h))
+            pss = [sum(pss_kib(p) for p in containers.container_pids(inv, h))
                    for h in inv.hosts]
             results["ram_per_host_pss_mib"] = round(sum(pss) / len(pss) / 1024, 1)
             results["ram_per_host_memavailable_mib"] = round((before - after) / res.hosts / 1024,

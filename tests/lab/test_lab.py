@@ -11,12 +11,15 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from tasks.core import inventory
-from tasks.lab import labnet
+from tasks.lab import aptcache, containers, image, labnet, network, procs
 from tasks.core.errors import Refused
 
 pytestmark = [
@@ -72,42 +75,46 @@ roles = ["k3s-server"]
 
 
 def snapshot(name: str) -> dict[str, set[str]]:
-    """What a lab instance can leave behind on the machine, restricted to what is not
-    another lab instance's (other engineers may run their own labs meanwhile)."""
+    """What a lab instance can leave behind on the machine: links, namespaces, mounts and
+    processes named after it (other engineers run other labs and tools meanwhile)."""
     links = {ln.split()[1].split("@")[0].rstrip(":") for ln in
              subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
              .splitlines()}
-    netns = set(labnet._list_netns())
-    mounts = set(labnet._mounts())
-    procs = {f"{pid} {cmd}" for pid, _, cmd in labnet._procs()
-             if name in cmd or "systemd-nspawn" in cmd or "apt-cacher-ng" in cmd}
-    other = re.compile(r"^[a-z][a-z0-9]{0,4}-(op|sw|h-.*)$")
-
-    def mine(x: str) -> bool:
-        return not other.match(x) or x.startswith(name + "-")
-
     return {
-        "links": {x for x in links if mine(x)},
-        "netns": {x for x in netns if mine(x.split()[0])},
-        "mounts": {m for m in mounts
-                   if ("/.lab/" not in m or f"/.lab/{name}/" in m)
-                   and (not m.startswith("/run/netns/") or mine(m[len("/run/netns/"):]))}
-        - {"/run/netns"},
-        "procs": {p for p in procs if name in p},
-        "sysctl": {f"{k}={labnet._sysctl_path(k).read_text().strip()}"
-                   for k in labnet.INOTIFY_LIMITS},
+        "links": {x for x in links if x.startswith(name + "-")},
+        "netns": {x for x in network.list_netns() if x.startswith(name + "-")},
+        "mounts": {m for m in procs.mounts()
+                   if f"/.lab/{name}/" in m or m.startswith(f"/run/netns/{name}-")},
+        "procs": {f"{p.pid} {p.cmd}" for p in procs.procs() if name in p.cmd},
     }
 
 
+LIMITS: dict[str, str] = {}  # the machine's own inotify limits, when the session saw them
+
+
+def inotify_limits() -> dict[str, str]:
+    return {k: containers.sysctl_path(k).read_text().strip() for k in labnet.INOTIFY_LIMITS}
+
+
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory, request):
-    d = tmp_path_factory.mktemp("labinv")
+def lab(request):
+    # a folder everyone may read, like a checkout in a home folder (pytest's own tmp
+    # folder is private, which would hide defect 7)
+    d = Path(tempfile.mkdtemp(prefix=f"{NAME}-inv-"))
+    os.chmod(d, 0o755)
     path = d / "hosts.toml"
     path.write_text(INVENTORY)
     inv = inventory.load(path)
     labnet.down(inv, log=lambda _: None)  # leftovers of a killed earlier run
     before = snapshot(NAME)
-    request.addfinalizer(lambda: labnet.down(inv, log=lambda _: None))
+    # the inotify limits are the machine's own only while no lab at all is up
+    LIMITS.update(inotify_limits() if not network.list_netns() else {})
+
+    def teardown() -> None:
+        labnet.down(inv, log=lambda _: None)
+        shutil.rmtree(d, ignore_errors=True)
+
+    request.addfinalizer(teardown)
     res = labnet.up(inv, log=print)
     print(f"lab {NAME} up in {res.seconds:.1f}s (image built: {res.image_built})")
     return inv, before
@@ -116,6 +123,15 @@ def lab(tmp_path_factory, request):
 def ssh(inv, host: str, cmd: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(labnet.ssh_argv(inv, host, [cmd]), capture_output=True, text=True,
                           timeout=timeout)
+
+
+def fab(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`fab ARGS` with this inventory, no K3S_HA_* secrets and no terminal."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
+    env["K3S_HA_INVENTORY"] = str(path)
+    return subprocess.run([sys.executable, "-m", "fabric", *args], env=env, text=True,
+                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
+                          cwd=Path(__file__).resolve().parents[2])
 
 
 def connects(addr: str, n: int, timeout: float = 0.2) -> int:
@@ -178,6 +194,47 @@ def test_secrets_file_created_private(lab):
 
     vals = tomllib.loads(path.read_text())
     assert set(vals) == set(labnet.SECRET_KEYS) and all(len(v) >= 24 for v in vals.values())
+
+
+def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["runuser", "-u", "nobody", "--", *argv], capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_state_folder_is_private_to_root(lab):
+    """Defect 7: the hosts' overlays hold their files under this machine's uids; nobody
+    else may list or read anything below .lab/, also for a lab started before the fix."""
+    inv, _ = lab
+    state = labnet.state_dir(inv)
+    upper = labnet.host_dir(inv, "k3s-db-01") / "upper"
+    assert as_nobody("ls", str(inv.path.parent)).returncode == 0  # the checkout is readable
+    for d in (state.parent, state):
+        os.chmod(d, 0o755)  # as an earlier version left it
+    labnet.up(inv, log=print)
+    for d in (state.parent, state):
+        assert oct(d.stat().st_mode & 0o777) == oct(0o700), d
+    for target in (state.parent, state, state / "hosts", upper, upper / "etc"):
+        r = as_nobody("ls", str(target))
+        assert r.returncode != 0 and "Permission denied" in r.stderr, (target, r)
+    r = as_nobody("cat", str(upper / "etc" / "hostname"))
+    assert r.returncode != 0 and "Permission denied" in r.stderr, r
+
+
+def test_up_refuses_to_stop_the_same_lab_name_of_another_inventory(lab, tmp_path):
+    """Defect 6: another inventory file with the same [lab] name never stops this lab
+    unasked: --yes or no terminal refuse (exit 2) naming this lab's inventory."""
+    inv, _ = lab
+    path = tmp_path / "same-name.toml"
+    path.write_text(INVENTORY)
+    other = inventory.load(path)
+    with pytest.raises(Refused, match=re.escape(str(inv.path.resolve()))):
+        labnet.up(other, log=print, yes=True)
+    p = fab(path, "lab.up")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert str(inv.path.resolve()) in p.stderr and "fab lab.down" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    assert not labnet.state_dir(other).exists()  # nothing half-applied
+    assert all(s.running and s.ssh for s in labnet.status(inv))  # this lab did not notice
 
 
 def test_package_installs_through_the_cache(lab):
@@ -306,9 +363,9 @@ def test_up_twice_is_a_noop_and_recovers_from_half_killed(lab, capsys):
     assert "nothing to do" in capsys.readouterr().out
     # break it the way a killed run would: apt-cacher-ng gone, a host powered off, another
     # host's systemd-nspawn killed alone (orphaned init), a switch port deleted
-    labnet._kill(labnet._acng_pids(inv))
+    procs.kill(aptcache.acng_pids(inv))
     labnet.power_off(inv, "k3s-balancer-01")
-    labnet._kill(labnet._nspawn_pids(inv, "k3s-balancer-02"))
+    procs.kill(containers.nspawn_pids(inv, "k3s-balancer-02"))
     subprocess.run(["ip", "-n", labnet.switch_ns(NAME), "link", "del",
                     labnet.host_port(inv, "k3s-db-02")], check=True)
     res = labnet.up(inv, log=print)
@@ -342,8 +399,6 @@ def test_non_root_user_works_through_sudo_and_without_it_is_named(lab):
     """The README's promise for real machines: a non-root SSH user with passwordless sudo
     runs every task (files owned by root, secrets through stdin); one without sudo fails
     cluster.check naming the host and the fix."""
-    import sys
-
     from tasks.core import ops
     from tasks.core import ssh as rssh
 
@@ -378,12 +433,7 @@ def test_non_root_user_works_through_sudo_and_without_it_is_named(lab):
     out = ssh(inv, "k3s-db-01", "stat -c '%U %a' /etc/k3s-ha-sudo-test; cat /root/from-stdin")
     assert out.stdout.split("\n")[:2] == ["root 600", "via stdin"], out.stdout
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
-    env["K3S_HA_INVENTORY"] = str(path)
-    p = subprocess.run([sys.executable, "-m", "fabric", "cluster.check"], env=env, text=True,
-                       capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
-                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(
-                           os.path.abspath(__file__)))))
+    p = fab(path, "cluster.check")
     assert p.returncode == 1, p.stdout + p.stderr
     assert "k3s-db-02: cannot run commands as root" in p.stderr and "passwordless sudo" in p.stderr
     assert "k3s-db-01" not in p.stderr and "Traceback" not in p.stderr
@@ -392,19 +442,19 @@ def test_non_root_user_works_through_sudo_and_without_it_is_named(lab):
 def test_extra_packages_build_their_own_cached_image(lab, tmp_path, monkeypatch):
     """[lab] extra_packages (the k3s stand-in will need python3 libraries) gives another
     cache key, a real debootstrap with the package in it, and a cache hit the second time."""
-    monkeypatch.setattr(labnet, "IMAGE_CACHE", tmp_path / "images")
+    monkeypatch.setattr(image, "IMAGE_CACHE", tmp_path / "images")
     text = INVENTORY.replace("[ssh]", 'extra_packages = ["python3-yaml"]\n\n[ssh]')
     path = tmp_path / "extra.toml"
     path.write_text(text)
     extra = inventory.load(path)
     base_inv, _ = lab
     assert labnet.image_path(extra).name != labnet.image_path(base_inv).name
-    image, built = labnet.ensure_image(extra, log=print)
-    assert built and image.parent == tmp_path / "images"
-    status = (image / "var/lib/dpkg/status").read_text()
+    img, built = labnet.ensure_image(extra, log=print)
+    assert built and img.parent == tmp_path / "images"
+    status = (img / "var/lib/dpkg/status").read_text()
     assert re.search(r"Package: python3-yaml\nStatus: install ok installed", status)
     assert "Package: openssh-server" in status
-    assert labnet.ensure_image(extra, log=print) == (image, False)
+    assert labnet.ensure_image(extra, log=print) == (img, False)
 
 
 def test_zz_down_leaves_nothing_behind(lab):
@@ -418,6 +468,8 @@ def test_zz_down_leaves_nothing_behind(lab):
     diff = {k: {"left": sorted(after[k] - before[k]), "gone": sorted(before[k] - after[k])}
             for k in before if after[k] != before[k]}
     assert not diff, diff
+    if LIMITS and not network.list_netns():  # the last lab down puts the limits back
+        assert inotify_limits() == LIMITS, LIMITS
     assert not labnet.state_dir(inv).exists()
     assert f"{NET}.31" not in labnet.known_hosts_path(inv).read_text() \
         if labnet.known_hosts_path(inv).exists() else True

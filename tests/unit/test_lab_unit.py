@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tasks.core import inventory
-from tasks.lab import labnet
+from tasks.lab import engine, labnet
+from tasks.lab.names import lab_name
 from tasks.core.errors import InputError, Refused
 
 HOSTS_TOML = Path(__file__).resolve().parents[2] / "hosts.toml"
@@ -194,3 +195,98 @@ def test_lab_functions_refuse_real_inventories(inv):
             fn(real, "k3s-db-01")
     with pytest.raises(Refused):
         labnet.loss(real, "k3s-db-01", 30)
+
+
+# ------------------------------------------------------------------ defect 6: the lab name
+def test_claim_of_the_lab_name():
+    C = engine.Claim
+    assert engine.claim_of("", "/a/hosts.toml", running=False) is C.FREE
+    assert engine.claim_of("", "/a/hosts.toml", running=True) is C.FREE
+    assert engine.claim_of("/a/hosts.toml", "/a/hosts.toml", running=True) is C.OURS
+    assert engine.claim_of("/b/hosts.toml", "/a/hosts.toml", running=False) is C.FREE
+    assert engine.claim_of("/b/hosts.toml", "/a/hosts.toml", running=True) is C.OTHER
+
+
+@pytest.fixture
+def lab_of_another_inventory(tmp_path, monkeypatch, inv):
+    """The lab name "kha" running, started from another inventory file; sweep recorded."""
+    owners = tmp_path / "owners"
+    owners.mkdir()
+    other = tmp_path / "other" / "hosts.toml"
+    (owners / "kha.owner").write_text(f"{other}\n")
+    monkeypatch.setattr(engine, "OWNERS", owners)
+    monkeypatch.setattr(engine.network, "list_netns", lambda: ["kha-h-k3s-db-01", "kha-sw"])
+    swept: list[str] = []
+    monkeypatch.setattr(engine, "sweep", lambda i: swept.append(lab_name(i)))
+    return other, owners / "kha.owner", swept
+
+
+@pytest.mark.parametrize("yes", [True, False])  # --yes, and no terminal (pytest's stdin)
+def test_up_never_stops_a_lab_of_another_inventory_unasked(inv, lab_of_another_inventory, yes):
+    other, owner_file, swept = lab_of_another_inventory
+    with pytest.raises(Refused) as e:
+        engine.take_over(inv, log=lambda _: None, yes=yes)
+    msg = str(e.value)
+    assert str(other) in msg and "fab lab.down" in msg and "[lab] name" in msg, msg
+    assert e.value.exit_code == 2
+    assert swept == [] and owner_file.read_text() == f"{other}\n"
+
+
+@pytest.mark.parametrize("answer,stopped", [("y", True), ("n", False)])
+def test_up_asks_before_stopping_a_lab_of_another_inventory(inv, lab_of_another_inventory,
+                                                             monkeypatch, answer, stopped):
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from tasks.core import secrets
+
+    other, owner_file, swept = lab_of_another_inventory
+    monkeypatch.setattr(engine, "interactive", lambda yes=False: True)
+    monkeypatch.setattr(secrets, "interactive", lambda yes=False: True)
+    seen: list[str] = []
+    real_confirm = secrets.confirm
+    monkeypatch.setattr(engine, "confirm", lambda m, **kw: seen.append(m) or real_confirm(m, **kw))
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        pipe.send_text(answer + "\r")
+        if stopped:
+            assert engine.take_over(inv, log=lambda _: None) is True
+        else:
+            with pytest.raises(Refused, match="left running"):
+                engine.take_over(inv, log=lambda _: None)
+    assert str(other) in seen[0]
+    assert swept == (["kha"] if stopped else [])
+    mine = f"{inv.path.resolve()}\n"
+    assert owner_file.read_text() == (mine if stopped else f"{other}\n")
+
+
+# `nft -j list table bridge khat_lab` (nft 1.0.6) after render_nft of the rules below
+NFT_LOSS_JSON = (
+    '{"nftables":[{"table":{"family":"bridge","name":"khat_lab","handle":2}},{"chain":{"famil'
+    'y":"bridge","table":"khat_lab","name":"forward","handle":1,"type":"filter","hook":"forwa'
+    'rd","prio":0,"policy":"accept"}},{"rule":{"family":"bridge","table":"khat_lab","chain":"'
+    'forward","handle":3,"expr":[{"match":{"op":"==","left":{"meta":{"key":"iifname"}},"right'
+    '":"khat-p1"}},{"match":{"op":"==","left":{"payload":{"protocol":"ether","field":"type"}}'
+    ',"right":{"set":["ip","ip6"]}}},{"drop":null}]}},{"rule":{"family":"bridge","table":"kha'
+    't_lab","chain":"forward","handle":5,"expr":[{"match":{"op":"==","left":{"meta":{"key":"o'
+    'ifname"}},"right":"khat-p2"}},{"match":{"op":"==","left":{"payload":{"protocol":"ether",'
+    '"field":"type"}},"right":{"set":["ip","ip6"]}}},{"match":{"op":"<","left":{"numgen":{"mo'
+    'de":"random","mod":100,"offset":0}},"right":5}},{"drop":null}]}},{"rule":{"family":"brid'
+    'ge","table":"khat_lab","chain":"forward","handle":7,"expr":[{"match":{"op":"==","left":{'
+    '"meta":{"key":"oifname"}},"right":"khat-p3"}},{"match":{"op":"==","left":{"payload":{"pr'
+    'otocol":"ether","field":"type"}},"right":{"set":["ip","ip6"]}}},{"match":{"op":"<","left'
+    '":{"numgen":{"mode":"random","mod":100,"offset":0}},"right":30}},{"drop":null}]}},{"rule'
+    '":{"family":"bridge","table":"khat_lab","chain":"forward","handle":9,"expr":[{"match":{"'
+    'op":"==","left":{"meta":{"key":"iifname"}},"right":"khat-p3"}},{"match":{"op":"==","left'
+    '":{"payload":{"protocol":"ether","field":"type"}},"right":{"set":["ip","ip6"]}}},{"match'
+    '":{"op":"<","left":{"numgen":{"mode":"random","mod":100,"offset":0}},"right":30}},{"drop'
+    '":null}]}}]}'
+)
+
+
+def test_loss_rules_are_read_back_from_nftables():
+    rules = {"khat-p1": (100, "out"), "khat-p2": (5, "in"), "khat-p3": (30, "both")}
+    assert labnet.parse_loss(NFT_LOSS_JSON) == rules
+    empty = '{"nftables":[{"table":{"family":"bridge","name":"khat_lab","handle":2}}]}'
+    assert labnet.parse_loss(empty) == {}
+    assert labnet.parse_loss("") == {}
