@@ -45,7 +45,7 @@ class Agent:
         except T.TokenError as e:
             raise Fatal(str(e)) from None
         self.fallback = url.rstrip("/")
-        self.port = urlsplit(url).port or 6443
+        self.port = urlsplit(url).port or 443
         self.settings = settings
         self.urls = [self.fallback]
         self.current = 0
@@ -89,8 +89,8 @@ class Agent:
                         "token is not valid")
         if status != 200:
             raise ClientError(f"register answered {status}: {body[:200]!r}")
-        learned = json.loads(body).get("servers", [])
-        urls = server_urls(learned, self.fallback, self.port)
+        answer = json.loads(body)
+        urls = server_urls(answer.get("servers", []), self.fallback, answer.get("port", 6443))
         if urls != self.urls:
             log.info("servers learned: %s", ", ".join(urls))
             cur = self.urls[self.current]

@@ -19,7 +19,8 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import K3S_VERSION
@@ -75,7 +76,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "k3s-standin"
     timeout = 60
-    server: "ApiServer"
+    server: ApiServer
 
     def log_message(self, format: str, *args: Any) -> None:
         return  # access logs would flood the journal (health checks every second)
@@ -271,7 +272,8 @@ def node_register(h: Handler, q: dict) -> None:
     except PasswordRejected as e:
         h.server.cluster.log.warning("node %s: %s", node["metadata"]["name"], e)
         return h._json(403, status(403, "Forbidden", str(e)))
-    h._json(200, {"servers": h.server.cluster.registry.servers(time.time())})
+    h._json(200, {"servers": h.server.cluster.registry.servers(time.time()),
+                  "port": h.server.server_address[1]})
 
 
 _NAME = r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?)"

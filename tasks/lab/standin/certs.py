@@ -88,7 +88,8 @@ def ensure_serving(tls: Path, sans: list[str], ca_pem: bytes) -> bool:
     """(Re)issue serving-kube-apiserver.crt when the SANs or the CA changed."""
     stamp = tls / "serving-kube-apiserver.sans"
     want = "\n".join(sans) + "\n" + _digest(ca_pem) + "\n"
-    if stamp.exists() and stamp.read_text() == want and (tls / "serving-kube-apiserver.crt").exists():
+    crt = tls / "serving-kube-apiserver.crt"
+    if stamp.exists() and stamp.read_text() == want and crt.exists():
         return False
     issue(tls, "serving-kube-apiserver", "server-ca", "/O=k3s/CN=k3s", sans=sans)
     stamp.write_text(want)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 DEFAULT_CONFIG = "/etc/rancher/k3s/config.yaml"
 Value = str | bool | list[str]

@@ -188,7 +188,7 @@ class Kine:
         try:
             if self._conn is not None:
                 self._conn.close()
-        except Exception:
+        except Exception:  # noqa: BLE001,S110 - a broken connection may fail to close
             pass
         self._conn = None
 
@@ -199,7 +199,8 @@ class Kine:
         try:
             conn = self._connect(None)
             with conn.cursor() as cur:
-                cur.execute("CREATE DATABASE IF NOT EXISTS `%s`" % self.dsn.database.replace("`", ""))
+                name = self.dsn.database.replace("`", "")
+                cur.execute(f"CREATE DATABASE IF NOT EXISTS `{name}`")
             conn.close()
         except (pymysql.err.Error, OSError) as e:
             raise DatastoreError(f"{type(e).__name__}: {e}") from None

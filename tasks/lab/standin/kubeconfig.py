@@ -36,7 +36,7 @@ def parse(text: str) -> dict[str, bytes | str]:
     Enough for k3s.yaml and the single-context files k3s-ha writes; not a general parser.
     """
     def field(name: str) -> str:
-        m = re.search(rf"^\s*{name}:\s*['\"]?([^'\"\s]+)", text, re.M)
+        m = re.search(rf"^\s*{name}:\s*['\"]?([^'\"\s]+)", text, re.MULTILINE)
         if not m:
             raise ValueError(f"kubeconfig: no {name}")
         return m.group(1)

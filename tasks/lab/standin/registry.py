@@ -50,7 +50,8 @@ class Registry:
     def servers(self, now: float) -> list[str]:
         """InternalIPs of servers whose heartbeat is fresh (the `kubernetes` endpoints)."""
         return sorted(N.internal_ip(n) for n in self.nodes(now)
-                      if "control-plane" in N.roles(n).split(",") and n["status"]["conditions"][0]["status"] == "True")
+                      if "control-plane" in N.roles(n).split(",")
+                      and n["status"]["conditions"][0]["status"] == "True")
 
     # -------------------------------------------------------------- writes
     def register(self, node: dict[str, Any], password: str, ready: bool = True) -> bool:
