@@ -253,6 +253,52 @@ def test_stale_write_is_a_duplicate_key_not_retried():
     assert [r.id for r in k.rows] == [1, 2]
 
 
+# ------------------------------------------------------------------ bootstrap (token semantics)
+def test_bootstrap_token_semantics(tmp_path):
+    from standin.host import Fatal
+    from standin.server import bootstrap
+
+    k = FakeKine()
+    secret, data = bootstrap(k, None, None, tmp_path / "s1")  # first server: random token
+    assert [r.name for r in k.rows] == [T.bootstrap_key(secret)]
+    assert b"BEGIN" not in k.rows[0].value  # sealed
+    full = T.parse_token(T.format_token(data["server-ca.crt"].encode(), "server", secret))
+    again, data2 = bootstrap(k, full, None, tmp_path / "s2")  # second server, full token
+    assert again == secret and data2["server-ca.crt"] == data["server-ca.crt"]
+    assert (tmp_path / "s2" / "client-ca.key").read_text() == data["client-ca.key"]
+    assert bootstrap(k, T.parse_token(secret), None, tmp_path / "s3")[0] == secret  # bare
+    with pytest.raises(T.TokenError, match="^bootstrap data already found and encrypted "
+                                           "with different token$"):
+        bootstrap(k, T.parse_token("another-secret"), None, tmp_path / "x")
+    with pytest.raises(T.TokenError, match="different token .no token given"):
+        bootstrap(k, None, None, tmp_path / "x")
+    other_ca = T.Token(secret, "0" * 64, "server")
+    with pytest.raises(T.TokenError, match="token CA hash does not match"):
+        bootstrap(k, other_ca, None, tmp_path / "x")
+    with pytest.raises(Fatal, match="critical configuration value mismatch"):
+        bootstrap(k, full, "an-agent-token", tmp_path / "x")
+    assert len(k.rows) == 1  # refusals write nothing
+
+
+def test_two_first_servers_racing_one_gets_the_duplicate_key(tmp_path):
+    """Both saw an empty table; the second create hits UNIQUE (name, prev_revision=0)."""
+    from standin.server import bootstrap
+
+    k = FakeKine()
+    bootstrap(k, T.parse_token("shared"), None, tmp_path / "a")
+    with pytest.raises(kine.KeyExists):
+        k.write("create", T.bootstrap_key("shared"), b"x", None)
+
+
+def test_node_secrets():
+    from standin.server import Cluster
+
+    c = Cluster(Registry(FakeKine()), _Poller(), CA, "srv", "agt", "10.0.0.1")
+    assert c.node_secret_ok("node", "agt") and c.node_secret_ok("node", "srv")
+    assert c.node_secret_ok("server", "srv") and not c.node_secret_ok("server", "agt")
+    assert not c.node_secret_ok("admin", "srv") and not c.node_secret_ok("node", "x")
+
+
 # ------------------------------------------------------------------ nodes
 NOW = 1_700_000_000.0
 
