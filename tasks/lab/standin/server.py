@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import certs, kubeconfig
+from . import K3S_VERSION, certs, kubeconfig
 from . import nodes as N
 from . import tokens as T
 from .api import ApiServer, local_ip_towards, serve, server_context
@@ -156,7 +156,10 @@ def write_certs(settings: dict[str, Any], tls: Path, data: dict[str, str], name:
         log.info("serving certificate issued for %s", ", ".join(sans))
     certs.ensure_client(tls, "client-admin", "/O=system:masters/CN=system:admin",
                         data["client-ca.crt"].encode())
-    mode = int(settings["write-kubeconfig-mode"], 8)
+    try:
+        mode = int(settings["write-kubeconfig-mode"], 8)
+    except ValueError:
+        raise Fatal("--write-kubeconfig-mode must be octal, e.g. 0600") from None
     port = settings["https-listen-port"]
     text = kubeconfig.render(f"https://127.0.0.1:{port}", data["server-ca.crt"].encode(),
                              (tls / "client-admin.crt").read_bytes(),
@@ -263,9 +266,11 @@ def run(settings: dict[str, Any]) -> int:
         raise Fatal("--cluster-init (embedded etcd) is not provided by the stand-in")
     for f in settings["ignored"]:
         log.warning("flag --%s is accepted but has no effect in the k3s-ha stand-in", f)
-    log.info("Starting k3s %s server (k3s-ha lab stand-in, NOT k3s)", N.K3S_VERSION)
+    log.info("Starting k3s %s server (k3s-ha lab stand-in, NOT k3s)", K3S_VERSION)
     cluster, name = prepare(settings)
     port = settings["https-listen-port"]
+    if not str(port).isdigit():
+        raise Fatal(f"--https-listen-port must be a number, not {port!r}")
     try:
         api = ApiServer((settings["bind-address"], int(port)), cluster,
                         server_context(str(Path(settings["data-dir"]) / "server" / "tls")))
