@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -399,6 +400,18 @@ def test_registry_cordon_and_servers():
     assert reg.servers(time.time() + 60) == []  # stale heartbeats
 
 
+def test_node_name_with_node_id(tmp_path):
+    from standin.host import node_name, node_password
+
+    assert node_name({"node-name": "Agent-1"}, tmp_path) == "agent-1"
+    first = node_name({"node-name": "a", "with-node-id": True}, tmp_path)
+    assert re.fullmatch(r"a-[0-9a-f]{8}", first)
+    assert node_name({"node-name": "a", "with-node-id": True}, tmp_path) == first  # kept
+    pw = node_password(tmp_path)
+    assert node_password(tmp_path) == pw
+    assert stat.S_IMODE((tmp_path / "password").stat().st_mode) == 0o600
+
+
 def test_agent_server_list():
     assert server_urls(["10.0.0.41", "10.0.0.42"], "https://vip:6443", 6443) == [
         "https://10.0.0.41:6443", "https://10.0.0.42:6443", "https://vip:6443"]
@@ -562,6 +575,7 @@ def zipapp_k3s(tmp_path_factory):
 
 def test_zipapp_says_it_is_a_stand_in(zipapp_k3s, tmp_path):
     assert zipapp_k3s.name == "k3s" and os.access(zipapp_k3s, os.X_OK)
+    assert (zipapp_k3s.parent / "install.sh").read_bytes() == (PKG / "install.sh").read_bytes()
     assert zipapp_k3s.read_bytes().startswith(b"#!/usr/bin/python3\n")
     p = subprocess.run(["python3", "-I", str(zipapp_k3s), "--version"], capture_output=True,
                        text=True, timeout=30)

@@ -1,5 +1,7 @@
 """Build the stand-in as one executable zipapp named `k3s` (python3 build.py OUT_DIR).
 
+OUT_DIR then holds what an airgap k3s install needs: `k3s` and `install.sh` beside it.
+
 The file holds the `standin` package and a copy of the pure-Python `pymysql` package
 found in the running interpreter's environment, with `#!/usr/bin/python3`, so a lab host
 needs only Debian 12's python3 and the openssl CLI. Upload it as /usr/local/bin/k3s
@@ -32,7 +34,7 @@ def _add(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
 
 
 def build(out_dir: str | Path) -> Path:
-    """Write OUT_DIR/k3s (mode 0755) and return its path."""
+    """Write OUT_DIR/k3s and OUT_DIR/install.sh (mode 0755); return the path of k3s."""
     try:
         import pymysql
     except ImportError:
@@ -49,6 +51,9 @@ def build(out_dir: str | Path) -> Path:
             for name, path in files:
                 _add(zf, name, path.read_bytes())
     target.chmod(0o755)
+    script = out / "install.sh"
+    script.write_bytes((HERE / "install.sh").read_bytes())
+    script.chmod(0o755)
     return target
 
 
