@@ -519,6 +519,13 @@ def test_builtin_kubectl(live_api, capsys):
     assert out[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
     assert sorted(line.split()[0] for line in out[1:]) == ["agent-1", "server-1"]
     assert kubectl.run(["get", "deployments", "--kubeconfig", str(kc)]) == 1
+    assert kubectl.run(["delete", "node", "nope", "--kubeconfig", str(kc)]) == 1
+    assert kubectl.run(["delete", "node", "nope", "--ignore-not-found",
+                        "--kubeconfig", str(kc)]) == 0
+    capsys.readouterr()
+    assert kubectl.run(["get", "secret", "-n", "kube-system", "server-1.node-password.k3s",
+                        "--kubeconfig", str(kc)]) == 0
+    assert json.loads(capsys.readouterr().out)["type"] == "k3s.cattle.io/node-password"
 
 
 @pytest.mark.skipif(not shutil.which("kubectl"), reason="no kubectl on PATH")

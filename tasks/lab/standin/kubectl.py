@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.add_argument("--timeout", default="")
     p.add_argument("--grace-period", default="")
+    p.add_argument("--ignore-not-found", action="store_true")
     return p
 
 
@@ -96,14 +97,26 @@ class Kubectl:
         return f"node/{name} {'cordoned' if value else 'uncordoned'}"
 
 
+def _delete_node(k: Kubectl, name: str, ignore_not_found: bool) -> str:
+    try:
+        k.call("DELETE", f"/api/v1/nodes/{name}")
+    except KubectlError as e:
+        if ignore_not_found and "(NotFound)" in str(e):
+            return ""
+        raise
+    return f'node "{name}" deleted'
+
+
 def run(argv: list[str]) -> int:
     try:
-        a = _parser().parse_args(argv)
+        a = _parser().parse_intermixed_args(argv)
     except SystemExit as e:
         return 1 if e.code else 0
     path = a.kubeconfig or os.environ.get("KUBECONFIG") or "/etc/rancher/k3s/k3s.yaml"
     try:
-        print(dispatch(Kubectl(path), a))
+        out = dispatch(Kubectl(path), a)
+        if out:
+            print(out)
         return 0
     except KubectlError as e:
         print(e, file=sys.stderr)
@@ -128,8 +141,7 @@ def dispatch(k: Kubectl, a: argparse.Namespace) -> str:
     if not names:
         raise KubectlError(f"{a.verb}: a node name is required")
     if a.verb == "delete":
-        return "\n".join(k.call("DELETE", f"/api/v1/nodes/{n}") and f'node "{n}" deleted'
-                         for n in names)
+        return "\n".join(_delete_node(k, n, a.ignore_not_found) for n in names).strip()
     if a.verb == "drain":
         return k.cordon(names[0], True) + f"\nnode/{names[0]} drained"
     return k.cordon(names[0], a.verb == "cordon")
