@@ -153,9 +153,9 @@ def test_load_settings_bad_flag_and_files(tmp_path):
     cfg.write_text("tls-san: [vip.lab]\nnode-taint:\n  - CriticalAddonsOnly=true:NoExecute\n")
     (tmp_path / "config.yaml.d").mkdir()
     (tmp_path / "config.yaml.d" / "10.yaml").write_text("tls-san+: [10.0.0.1]\n")
-    s = config.load_settings("server", ["--config", str(cfg), "--tls-san", "cli",
+    s = config.load_settings("server", ["--config", str(cfg), "--tls-san", "cli,cli2",
                                         "--disable", "traefik"], {})
-    assert s["tls-san"] == ["vip.lab", "10.0.0.1", "cli"]
+    assert s["tls-san"] == ["vip.lab", "10.0.0.1", "cli", "cli2"]
     assert s["ignored"] == ["disable"]
     tok = tmp_path / "tok"
     tok.write_text("fromfile\n")

@@ -217,7 +217,7 @@ def _coerce(flag: Flag, val: Value, where: str) -> Value:
     if flag.kind == "list":
         if isinstance(val, list):
             return [str(v) for v in val]
-        return [s for s in str(val).split(",") if s] if flag.name == "disable" else [str(val)]
+        return [str(val)]
     if flag.kind == "bool":
         if isinstance(val, bool):
             return val
@@ -229,6 +229,13 @@ def _coerce(flag: Flag, val: Value, where: str) -> Value:
     if isinstance(val, list):
         raise ConfigError(f"{where}: {flag.name} takes one value, not a list")
     return str(val).lower() if isinstance(val, bool) else str(val)
+
+
+def split_commas(name: str, values: list[str]) -> list[str]:
+    """k3s's list flags are string slices: `--tls-san a,b` is two values (not *-arg flags)."""
+    if name.endswith("-arg"):
+        return values
+    return [part.strip() for v in values for part in v.split(",") if part.strip()]
 
 
 def merge_settings(role: str, cli: Mapping[str, Any], files: Mapping[str, Value],
@@ -245,7 +252,7 @@ def merge_settings(role: str, cli: Mapping[str, Any], files: Mapping[str, Value]
         cli_val, file_val = cli.get(name), files.get(name)
         if f.kind == "list":
             merged = _coerce(f, file_val, "config.yaml") if file_val is not None else []
-            out[name] = list(merged) + list(cli_val or [])
+            out[name] = split_commas(name, list(merged) + list(cli_val or []))
             continue
         if cli_val is not None:
             out[name] = cli_val
