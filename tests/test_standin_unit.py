@@ -499,6 +499,25 @@ def test_node_basic_auth(live_api):
     assert _get(url, "/api/v1/nodes", tls, headers=basic_auth("server", "srvsecret"))[0] == 403
 
 
+def test_keep_alive_survives_refused_bodies_and_bad_json(live_api):
+    import http.client
+
+    from standin.client import basic_auth, context
+
+    url, tls, _, _ = live_api
+    port = int(url.rsplit(":", 1)[1])
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context(None), timeout=5)
+    conn.request("DELETE", "/api/v1/nodes/agent-1", body=b'{"propagationPolicy":"x"}')
+    assert conn.getresponse().read() and True
+    conn.request("POST", "/v1-k3s/standin/node", body=b"{not json",
+                 headers=basic_auth("node", "agentsecret"))
+    resp = conn.getresponse()
+    assert resp.status == 400 and resp.read()
+    conn.request("GET", "/ping")
+    assert conn.getresponse().read() == b"pong"  # same connection, still in sync
+    conn.close()
+
+
 def test_hang_fault_keeps_tls_but_answers_nothing(live_api):
     from standin.client import ClientError
 

@@ -96,9 +96,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send(code, text.encode(), "text/plain; charset=utf-8")
 
     def _body(self) -> Any:
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
-        return json.loads(raw) if raw.strip() else {}
+        return json.loads(self.raw_body) if self.raw_body.strip() else {}
 
     def _identity(self) -> tuple[int, str]:
         level, user = peer_identity(self.connection.getpeercert())  # type: ignore[attr-defined]
@@ -116,6 +114,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         self.server.cluster.wait_if_hung()
+        n = int(self.headers.get("Content-Length") or 0)
+        self.raw_body = self.rfile.read(n) if n > 0 else b""  # always: keep-alive stays in sync
         url = urlsplit(self.path)
         route = self.server.route(method, url.path)
         if route is None:
@@ -134,6 +134,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.server.cluster.log.warning("request %s %s: datastore error: %s",
                                             method, url.path, e)
             self._json(503, status(503, "ServiceUnavailable", "datastore unavailable"))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            self._json(400, status(400, "BadRequest", f"bad request: {type(e).__name__}"))
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -213,7 +215,6 @@ def get_node(h: Handler, q: dict, name: str) -> None:
 
 
 def delete_node(h: Handler, q: dict, name: str) -> None:
-    h._body()
     node = h.server.cluster.registry.delete_node(name, time.time())
     if node is None:
         return _not_found(h, "nodes", name)
@@ -246,7 +247,6 @@ def get_secret(h: Handler, q: dict, name: str) -> None:
 
 
 def delete_secret(h: Handler, q: dict, name: str) -> None:
-    h._body()
     obj = h.server.cluster.registry.delete_secret(name)
     if obj is None:
         return _not_found(h, "secrets", name)
