@@ -415,6 +415,7 @@ def test_node_name_with_node_id(tmp_path):
 def test_agent_server_list():
     assert server_urls(["10.0.0.41", "10.0.0.42"], "https://vip:6443", 6443) == [
         "https://10.0.0.41:6443", "https://10.0.0.42:6443", "https://vip:6443"]
+    assert server_urls(["fd00::1"], "https://10.0.0.41:6443", 6443)[0] == "https://[fd00::1]:6443"
 
 
 # ------------------------------------------------------------------ API over real TLS
@@ -434,7 +435,10 @@ def test_routes_unknown():
 
 
 class _Poller:
-    last_ok = time.monotonic()
+    """A datastore that always answers (health tests move last_ok themselves)."""
+
+    def __init__(self):
+        self.last_ok = time.monotonic() + 3600
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ HEARTBEAT = 5.0
 
 def server_urls(learned: list[str], fallback: str, port: int) -> list[str]:
     """The agent's balancer list: every learned server, then the --server URL (pure)."""
-    urls = [f"https://{ip}:{port}" for ip in learned]
+    urls = [f"https://[{ip}]:{port}" if ":" in ip else f"https://{ip}:{port}" for ip in learned]
     return [u for u in urls if u != fallback] + [fallback]
 
 
