@@ -6,7 +6,6 @@ kubectl (the machine's own) lists 3 nodes, a wrong token is refused, the kine ro
 contiguous, a rebuilt agent hits "Node password rejected" until its node is deleted,
 the hang fault, an agent failing over between servers, and servers exiting ~10 s after the
 datastore stops and coming back under systemd. The lab is torn down even on failure.
-Note for the refactor: `tasks.inventory` / `tasks.labnet` will move.
 """
 from __future__ import annotations
 
@@ -24,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import inventory, labnet
+from tasks.core import inventory
+from tasks.lab import labnet
 
 pytestmark = pytest.mark.lab
 PKG = Path(__file__).resolve().parents[2] / "tasks" / "lab" / "standin"

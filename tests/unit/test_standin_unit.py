@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parent.parent / "tasks" / "lab" / "standin"
+PKG = Path(__file__).resolve().parents[2] / "tasks" / "lab" / "standin"
 
 
 def _load_standin():
