@@ -53,6 +53,13 @@ def ssh(inv, host, cmd):
                           timeout=60).stdout
 
 
+def ssh_in(inv, host, cmd, data):
+    p = subprocess.run(labnet.ssh_argv(inv, host, [cmd]), input=data, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, f"{host}: {cmd}: {p.stdout}{p.stderr}"
+    return p.stdout
+
+
 def main_pids(inv, host):
     return ssh(inv, host, "systemctl show -p MainPID --value haproxy keepalived").split()
 
@@ -82,6 +89,124 @@ def back_to_normal(inv):
 
 
 # ------------------------------------------------------------------ deploy
+# The guide's own step 1 (guide.md), done by hand on the four balancers before k3s-ha ever
+# ran: instance "k3s-balancer", auth PASS, state MASTER/BACKUP, the inventory's VRIDs.
+GUIDE_KEEPALIVED = """vrrp_script check_haproxy_stats {{
+        script "/usr/bin/curl 127.0.0.1:9000/stats"
+        interval 2
+}}
+vrrp_instance k3s-balancer {{
+        state {state}
+        interface host0
+        virtual_router_id {vrid}
+        priority {prio}
+        advert_int 1
+        authentication {{
+              auth_type PASS
+              auth_pass k3s
+        }}
+        virtual_ipaddress {{
+              {vip}/24
+        }}
+        track_script {{
+              check_haproxy_stats
+        }}
+}}
+"""
+GUIDE_HAPROXY = """global
+  log /dev/log local0
+  chroot /var/lib/haproxy
+  user haproxy
+  group haproxy
+  daemon
+
+defaults
+  log global
+  timeout connect 5s
+  timeout client 30m
+  timeout server 30m
+
+listen stats
+  bind 127.0.0.1:9000
+  mode http
+  stats enable
+  stats hide-version
+  stats refresh 10s
+  stats show-node
+  stats uri /stats
+
+frontend k3s
+  bind *:{port}
+  use_backend k3s
+
+backend k3s
+  mode tcp
+  option ssl-hello-chk
+  server k3s-server-01 k3s-server-01.lab.lan:{bport} check
+  server k3s-server-02 k3s-server-02.lab.lan:{bport} check backup
+"""
+VRIDS = {"api": 53, "db": 54}
+
+
+def guide_setup(inv, host, key, first):
+    hosts, vip = PAIRS[key]
+    port, bport = (6443, 6443) if key == "api" else (3306, 3306)
+    ssh_in(inv, host, "DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && "
+                      "DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy keepalived "
+                      "curl >/dev/null && cat > /etc/haproxy/haproxy.cfg", 
+           GUIDE_HAPROXY.format(port=port, bport=bport))
+    ssh_in(inv, host, "cat > /etc/keepalived/keepalived.conf && "
+                      "systemctl enable -q keepalived haproxy && "
+                      "systemctl restart haproxy keepalived",
+           GUIDE_KEEPALIVED.format(state="MASTER" if first else "BACKUP", vrid=VRIDS[key],
+                                   prio=100 if first else 90, vip=vip))
+
+
+def test_deploy_adopts_a_guide_configured_pair(lab):
+    """Defect 1: a reload keeps each instance's state (no transition, no notify script), so
+    the state must come from keepalived itself: status shows the real MASTER/BACKUP, and a
+    no-op deploy does not wait out its 20 s settle timeout."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert lab.vips["api"].virtual_router_id == VRIDS["api"]
+    jobs = [(h, key, i == 0) for key, (hosts, _) in PAIRS.items() for i, h in enumerate(hosts)]
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(lambda j: guide_setup(lab, *j), jobs))
+    back_to_normal(lab)
+    p = fab(lab, "balancers.deploy")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "keepalived.conf" in p.stdout and "changed=0" not in p.stdout
+    back_to_normal(lab)
+    p = fab(lab, "balancers.status", "--strict")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for key, (hosts, vip) in PAIRS.items():
+        assert status_row(p.stdout, hosts[0], key)[2:5:2] == ["MASTER", "HOLDS"], p.stdout
+        assert status_row(p.stdout, hosts[1], key)[2:5:2] == ["BACKUP", "-"], p.stdout
+    t = time.monotonic()
+    p = fab(lab, "balancers.deploy")
+    took = time.monotonic() - t
+    print(f"\nno-op balancers.deploy after adopting a guide-configured pair: {took:.1f} s")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "no changes: everything was already in place" in p.stdout
+    assert took < 10, f"no-op deploy took {took:.1f} s (the settle wait timed out?)"
+
+
+def test_haproxy_config_change_reloads_not_restarts(lab):
+    """Issue 16: a changed haproxy.cfg reloads HAProxy: its master process stays."""
+    changed = lab.path.parent / "timeout-check.toml"
+    changed.write_text(inventory_text(balancers='timeout_check = "4s"'))
+    before = {h: main_pids(lab, h) for h in API_PAIR + DB_PAIR}
+    try:
+        p = fab(lab, "balancers.deploy", path=changed)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "timeout check 4s" in ssh(lab, API_PAIR[0], "cat /etc/haproxy/haproxy.cfg")
+        assert {h: main_pids(lab, h) for h in API_PAIR + DB_PAIR} == before
+    finally:
+        p = fab(lab, "balancers.deploy")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert {h: main_pids(lab, h) for h in API_PAIR + DB_PAIR} == before
+
+
 def test_deploy_gives_each_pair_exactly_one_holder(lab):
     p = fab(lab, "balancers.deploy")
     assert p.returncode == 0, p.stdout + p.stderr
@@ -229,6 +354,8 @@ def test_every_golden_variant_passes_the_real_validators(lab):
     host = API_PAIR[0]
     failures = []
     for f in sorted((ROOT / "tests" / "golden" / "balancers").iterdir()):
+        if not f.name.endswith((".cfg", ".conf")):
+            continue
         check = ("haproxy -dr -c -f {}" if f.name.endswith("haproxy.cfg")
                  else "keepalived -t -f {}").format(f"/tmp/golden-{f.name}")
         p = subprocess.run(labnet.ssh_argv(lab, host, [f"cat > /tmp/golden-{f.name} && {check}"]),
