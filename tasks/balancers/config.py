@@ -10,6 +10,7 @@ from ..core import render
 from ..core.errors import InputError
 from ..core.inventory import K3S_API_PORT, Host, Inventory, Vip
 from ..facts.haproxy import ADMIN_SOCKET
+from ..facts.vrrp import priorities
 
 NOTIFY_SCRIPT = "/etc/keepalived/k3s-ha-notify.sh"
 PROXY = {"api": "k3s-api", "db": "k3s-db"}  # HAProxy frontend/backend and VRRP instance names
@@ -24,6 +25,14 @@ API_CHECKS = {
 def pair_keys(inv: Inventory, host: Host) -> list[str]:
     """The VIP keys ("api", "db") whose pair `host` belongs to, in inventory order."""
     return [k for k, v in inv.vips.items() if host.has(v.role)]
+
+
+def balancer_keys(inv: Inventory, host: Host) -> list[str]:
+    """pair_keys, refusing a host that is in no pair."""
+    keys = pair_keys(inv, host)
+    if not keys:
+        raise InputError(f"{host.name} is not a balancer (roles: {', '.join(host.roles)})")
+    return keys
 
 
 def balancer_hosts(inv: Inventory, role: str = "all") -> list[Host]:
@@ -70,9 +79,7 @@ def _db_proxy(inv: Inventory) -> dict[str, Any]:
 
 def haproxy_config(inv: Inventory, host: Host) -> str:
     """haproxy.cfg for `host`: one frontend/backend per pair it belongs to."""
-    keys = pair_keys(inv, host)
-    if not keys:
-        raise InputError(f"{host.name} is not a balancer (roles: {', '.join(host.roles)})")
+    keys = balancer_keys(inv, host)
     proxies = [_api_proxy(inv) if k == "api" else _db_proxy(inv) for k in keys]
     return render.render("haproxy.cfg.j2", host=host.name, b=inv.balancers, proxies=proxies,
                          admin_socket=ADMIN_SOCKET)
@@ -85,7 +92,7 @@ def _num(x: float) -> str:
 def vrrp_instance(inv: Inventory, host: Host, key: str) -> dict[str, Any]:
     vip: Vip = inv.vips[key]
     members = inv.with_role(vip.role)
-    prios = list(vip.priorities) or [max(1, 100 - 10 * i) for i in range(len(members))]
+    prios = priorities(inv, key)
     idx = [m.name for m in members].index(host.name)
     prio = prios[idx]
     fast = inv.balancers["fast_mode"]
@@ -101,9 +108,7 @@ def vrrp_instance(inv: Inventory, host: Host, key: str) -> dict[str, Any]:
 
 def keepalived_config(inv: Inventory, host: Host) -> str:
     """keepalived.conf for `host`: one vrrp_instance per pair it belongs to."""
-    keys = pair_keys(inv, host)
-    if not keys:
-        raise InputError(f"{host.name} is not a balancer (roles: {', '.join(host.roles)})")
+    keys = balancer_keys(inv, host)
     b = inv.balancers
     return render.render(
         "keepalived.conf.j2", host=host.name, fast_mode=b["fast_mode"],

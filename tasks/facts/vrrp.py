@@ -279,11 +279,16 @@ def verdict(key: str, vip: Vip, seen: Iterable[Member]) -> PairVerdict:
     return PairVerdict(key, vip.address, health, holders, lost)
 
 
+def priorities(inv: Inventory, key: str) -> list[int]:
+    """VRRP priority of each member of the pair, in inventory order (default 100, 90, ...)."""
+    n = len(pair_hosts(inv, key))
+    return list(inv.vips[key].priorities) or [max(1, 100 - 10 * i) for i in range(n)]
+
+
 def preferred(inv: Inventory, key: str, seen: Iterable[Member]) -> str:
     """The member that should hold the VIP: highest priority among the healthy ones."""
-    vip = inv.vips[key]
     names = [m.name for m in pair_hosts(inv, key)]
-    prios = list(vip.priorities) or [100 - 10 * i for i in range(len(names))]
+    prios = priorities(inv, key)
     healthy = {s.host for s in seen
                if s.reachable and s.state in (VrrpState.MASTER, VrrpState.BACKUP)}
     ranked = sorted((p, n) for p, n in zip(prios, names) if n in healthy)
