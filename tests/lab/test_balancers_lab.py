@@ -363,3 +363,42 @@ def test_every_golden_variant_passes_the_real_validators(lab):
         if p.returncode != 0:
             failures.append(f"{f.name}: exit {p.returncode}: {(p.stdout + p.stderr)[-400:]}")
     assert not failures, "\n".join(failures)
+
+
+# ------------------------------------------------------------------ unicast + fast mode, for real
+def test_unicast_fast_mode_holds_and_moves_the_vip(lab):
+    """Issue 16: unicast + fast mode (VRRPv3, advert_int 0.1) run, not only rendered: one
+    holder with multicast VRRP dropped on the switch (so the adverts really are unicast),
+    and the VIP moves within a second or two when HAProxy stops on the holder."""
+    first, second = API_PAIR
+    fast = lab.path.parent / "unicast-fast.toml"
+    fast.write_text(inventory_text(balancers="unicast = true\nfast_mode = true\n"
+                                             "advert_int = 0.1"))
+    table = f"{NAME}_nomcast"
+    sw = ["ip", "netns", "exec", labnet.switch_ns(NAME), "nft"]
+    try:
+        p = fab(lab, "balancers.deploy", "--role", "api", path=fast)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "unicast_peer" in ssh(lab, first, "cat /etc/keepalived/keepalived.conf")
+        subprocess.run(sw + ["-f", "-"], check=True, text=True, input=(
+            f"table bridge {table} {{\n chain cut {{ type filter hook forward priority 0;"
+            " ip daddr 224.0.0.18 drop\n }\n}\n"))
+        time.sleep(2)   # ten advert intervals: a multicast-only pair would split by now
+        assert holder(lab, API_PAIR, API_VIP) == [first]
+        p = fab(lab, "balancers.status", "--role", "api", "--strict")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert status_row(p.stdout, second, "api")[2] == "BACKUP"
+        ssh(lab, first, "systemctl stop haproxy")
+        t = time.monotonic()
+        try:
+            assert wait_for(lambda: holder(lab, API_PAIR, API_VIP) == [second], 10, 0.05)
+            print(f"\nunicast + fast mode: VIP on {second} {time.monotonic() - t:.2f} s "
+                  "after HAProxy stopped on the holder")
+        finally:
+            ssh(lab, first, "systemctl start haproxy")
+        assert wait_for(lambda: holder(lab, API_PAIR, API_VIP) == [first], 15)
+    finally:
+        subprocess.run(sw + ["delete", "table", "bridge", table], capture_output=True)
+        p = fab(lab, "balancers.deploy", "--role", "api")
+    assert p.returncode == 0, p.stdout + p.stderr
+    back_to_normal(lab)
