@@ -40,6 +40,7 @@ def test_other_states_and_a_truncated_dump() -> None:
                                                                VrrpState.FAULT]
     cut = GUIDE_DUMP[:GUIDE_DUMP.index("   State = MASTER")]
     assert vrrp.parse_data_dump(cut) == []   # no state yet: left out, never guessed
+    assert vrrp.parse_data_dump(GUIDE_DUMP.replace("   State = MASTER\n", "")) == []
     assert vrrp.parse_data_dump("") == []
     # the track script section's "State = idle" is never taken for an instance's state
     scripts = GUIDE_DUMP[GUIDE_DUMP.index("------< VRRP Scripts"):]
