@@ -17,6 +17,7 @@ import pytest
 
 from bench.vip_failover import Probe, holder, wait_for
 from tasks.core import inventory
+from tasks.facts import vrrp
 from tasks.lab import labnet
 from tests.lab.khb_inventory import (API_PAIR, API_VIP, DB_PAIR, DB_VIP, NAME, inventory_text,
                                      start_backends, write_inventory)
@@ -173,6 +174,12 @@ def test_deploy_adopts_a_guide_configured_pair(lab):
     with ThreadPoolExecutor(4) as ex:
         list(ex.map(lambda j: guide_setup(lab, *j), jobs))
     back_to_normal(lab)
+    # keepalived's dump carries the guide's auth_pass; the probe drops it on the host
+    unfiltered = vrrp.PROBE.replace("| grep -iv -e password -e auth_", "")
+    assert unfiltered != vrrp.PROBE
+    assert "Password = k3s" in ssh(lab, API_PAIR[0], unfiltered)
+    dump = ssh(lab, API_PAIR[0], vrrp.PROBE).split("@@dump")[1]
+    assert "VRRP Topology" in dump and "Password" not in dump and "= k3s\n" not in dump
     p = fab(lab, "balancers.deploy")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "keepalived.conf" in p.stdout and "changed=0" not in p.stdout
@@ -189,6 +196,20 @@ def test_deploy_adopts_a_guide_configured_pair(lab):
     assert p.returncode == 0, p.stdout + p.stderr
     assert "no changes: everything was already in place" in p.stdout
     assert took < 10, f"no-op deploy took {took:.1f} s (the settle wait timed out?)"
+
+
+def test_concurrent_readers_each_get_a_whole_dump(lab):
+    """Six status probes at once on one balancer (each removes the dump file, signals
+    keepalived and reads the new dump): the lock keeps them from reading each other's
+    half-written or removed file, so every one sees both the state and the VIP."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    host, vip = API_PAIR[0], lab.vips["api"]
+    with ThreadPoolExecutor(6) as ex:
+        views = list(ex.map(lambda _: vrrp.parse_probe(host, ssh(lab, host, vrrp.PROBE)),
+                            range(6)))
+    assert [(v.state(vip), v.holds(vip), v.dump_error) for v in views] == \
+        [(vrrp.VrrpState.MASTER, True, "")] * 6
 
 
 def test_haproxy_config_change_reloads_not_restarts(lab):
