@@ -199,17 +199,18 @@ def test_deploy_adopts_a_guide_configured_pair(lab):
 
 
 def test_concurrent_readers_each_get_a_whole_dump(lab):
-    """Six status probes at once on one balancer (each removes the dump file, signals
+    """Twenty probes started 20 ms apart on one balancer (each removes the dump file, signals
     keepalived and reads the new dump): the lock keeps them from reading each other's
-    half-written or removed file, so every one sees both the state and the VIP."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    host, vip = API_PAIR[0], lab.vips["api"]
-    with ThreadPoolExecutor(6) as ex:
-        views = list(ex.map(lambda _: vrrp.parse_probe(host, ssh(lab, host, vrrp.PROBE)),
-                            range(6)))
+    removed or half-written file, so every one sees the state and the VIP."""
+    host, vip, n = API_PAIR[0], lab.vips["api"], 20
+    ssh_in(lab, host, "cat > /root/k3s-ha-probe.sh", vrrp.PROBE)
+    # staggered by 20 ms: each one's remove + signal lands while others wait for their dump
+    out = ssh(lab, host, f"for i in $(seq {n}); do (sleep $((i * 2))e-2; "
+                         f"sh /root/k3s-ha-probe.sh > /tmp/p.$i) & done; wait; "
+                         f"for i in $(seq {n}); do cat /tmp/p.$i; echo @@END; done")
+    views = [vrrp.parse_probe(host, part) for part in out.split("@@END")[:n]]
     assert [(v.state(vip), v.holds(vip), v.dump_error) for v in views] == \
-        [(vrrp.VrrpState.MASTER, True, "")] * 6
+        [(vrrp.VrrpState.MASTER, True, "")] * n
 
 
 def test_haproxy_config_change_reloads_not_restarts(lab):
