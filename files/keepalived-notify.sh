@@ -1,7 +1,8 @@
 #!/bin/sh
 # Managed by k3s-ha: keepalived runs this on every VRRP transition with
-# TYPE NAME STATE PRIORITY. The state and the time it was entered land in
-# /run/k3s-ha/vrrp-NAME, which `fab balancers.status` reads.
+# TYPE NAME STATE PRIORITY. The last transition it saw lands in /run/k3s-ha/vrrp-NAME:
+# a hint for people only. A reload that keeps an instance's state runs no script, so
+# `fab balancers.status` asks keepalived itself (its SIGUSR1 data dump) instead.
 set -eu
 dir=/run/k3s-ha
 mkdir -p "$dir"

@@ -17,6 +17,7 @@ import pytest
 
 from bench.vip_failover import Probe, holder, wait_for
 from tasks.core import inventory
+from tasks.facts import vrrp
 from tasks.lab import labnet
 from tests.lab.khb_inventory import (API_PAIR, API_VIP, DB_PAIR, DB_VIP, NAME, inventory_text,
                                      start_backends, write_inventory)
@@ -53,6 +54,13 @@ def ssh(inv, host, cmd):
                           timeout=60).stdout
 
 
+def ssh_in(inv, host, cmd, data):
+    p = subprocess.run(labnet.ssh_argv(inv, host, [cmd]), input=data, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, f"{host}: {cmd}: {p.stdout}{p.stderr}"
+    return p.stdout
+
+
 def main_pids(inv, host):
     return ssh(inv, host, "systemctl show -p MainPID --value haproxy keepalived").split()
 
@@ -82,6 +90,145 @@ def back_to_normal(inv):
 
 
 # ------------------------------------------------------------------ deploy
+# The guide's own step 1 (guide.md), done by hand on the four balancers before k3s-ha ever
+# ran: instance "k3s-balancer", auth PASS, state MASTER/BACKUP, the inventory's VRIDs.
+GUIDE_KEEPALIVED = """vrrp_script check_haproxy_stats {{
+        script "/usr/bin/curl 127.0.0.1:9000/stats"
+        interval 2
+}}
+vrrp_instance k3s-balancer {{
+        state {state}
+        interface host0
+        virtual_router_id {vrid}
+        priority {prio}
+        advert_int 1
+        authentication {{
+              auth_type PASS
+              auth_pass k3s
+        }}
+        virtual_ipaddress {{
+              {vip}/24
+        }}
+        track_script {{
+              check_haproxy_stats
+        }}
+}}
+"""
+GUIDE_HAPROXY = """global
+  log /dev/log local0
+  chroot /var/lib/haproxy
+  user haproxy
+  group haproxy
+  daemon
+
+defaults
+  log global
+  timeout connect 5s
+  timeout client 30m
+  timeout server 30m
+
+listen stats
+  bind 127.0.0.1:9000
+  mode http
+  stats enable
+  stats hide-version
+  stats refresh 10s
+  stats show-node
+  stats uri /stats
+
+frontend k3s
+  bind *:{port}
+  use_backend k3s
+
+backend k3s
+  mode tcp
+  option ssl-hello-chk
+  server k3s-server-01 k3s-server-01.lab.lan:{bport} check
+  server k3s-server-02 k3s-server-02.lab.lan:{bport} check backup
+"""
+VRIDS = {"api": 53, "db": 54}
+
+
+def guide_setup(inv, host, key, first):
+    hosts, vip = PAIRS[key]
+    port, bport = (6443, 6443) if key == "api" else (3306, 3306)
+    ssh_in(inv, host, "DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && "
+                      "DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy keepalived "
+                      "curl >/dev/null && cat > /etc/haproxy/haproxy.cfg", 
+           GUIDE_HAPROXY.format(port=port, bport=bport))
+    ssh_in(inv, host, "cat > /etc/keepalived/keepalived.conf && "
+                      "systemctl enable -q keepalived haproxy && "
+                      "systemctl restart haproxy keepalived",
+           GUIDE_KEEPALIVED.format(state="MASTER" if first else "BACKUP", vrid=VRIDS[key],
+                                   prio=100 if first else 90, vip=vip))
+
+
+def test_deploy_adopts_a_guide_configured_pair(lab):
+    """Defect 1: a reload keeps each instance's state (no transition, no notify script), so
+    the state must come from keepalived itself: status shows the real MASTER/BACKUP, and a
+    no-op deploy does not wait out its 20 s settle timeout."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert lab.vips["api"].virtual_router_id == VRIDS["api"]
+    jobs = [(h, key, i == 0) for key, (hosts, _) in PAIRS.items() for i, h in enumerate(hosts)]
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(lambda j: guide_setup(lab, *j), jobs))
+    back_to_normal(lab)
+    # keepalived's dump carries the guide's auth_pass; the probe drops it on the host
+    unfiltered = vrrp.PROBE.replace("| grep -iv -e password -e auth_", "")
+    assert unfiltered != vrrp.PROBE
+    assert "Password = k3s" in ssh(lab, API_PAIR[0], unfiltered)
+    dump = ssh(lab, API_PAIR[0], vrrp.PROBE).split("@@dump")[1]
+    assert "VRRP Topology" in dump and "Password" not in dump and "= k3s\n" not in dump
+    p = fab(lab, "balancers.deploy")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "keepalived.conf" in p.stdout and "changed=0" not in p.stdout
+    back_to_normal(lab)
+    p = fab(lab, "balancers.status", "--strict")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for key, (hosts, vip) in PAIRS.items():
+        assert status_row(p.stdout, hosts[0], key)[2:5:2] == ["MASTER", "HOLDS"], p.stdout
+        assert status_row(p.stdout, hosts[1], key)[2:5:2] == ["BACKUP", "-"], p.stdout
+    t = time.monotonic()
+    p = fab(lab, "balancers.deploy")
+    took = time.monotonic() - t
+    print(f"\nno-op balancers.deploy after adopting a guide-configured pair: {took:.1f} s")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "no changes: everything was already in place" in p.stdout
+    assert took < 10, f"no-op deploy took {took:.1f} s (the settle wait timed out?)"
+
+
+def test_concurrent_readers_each_get_a_whole_dump(lab):
+    """Twenty probes started 20 ms apart on one balancer (each removes the dump file, signals
+    keepalived and reads the new dump): the lock keeps them from reading each other's
+    removed or half-written file, so every one sees the state and the VIP."""
+    host, vip, n = API_PAIR[0], lab.vips["api"], 20
+    ssh_in(lab, host, "cat > /root/k3s-ha-probe.sh", vrrp.PROBE)
+    # staggered by 20 ms: each one's remove + signal lands while others wait for their dump
+    out = ssh(lab, host, f"for i in $(seq {n}); do (sleep $((i * 2))e-2; "
+                         f"sh /root/k3s-ha-probe.sh > /tmp/p.$i) & done; wait; "
+                         f"for i in $(seq {n}); do cat /tmp/p.$i; echo @@END; done")
+    views = [vrrp.parse_probe(host, part) for part in out.split("@@END")[:n]]
+    assert [(v.state(vip), v.holds(vip), v.dump_error) for v in views] == \
+        [(vrrp.VrrpState.MASTER, True, "")] * n
+
+
+def test_haproxy_config_change_reloads_not_restarts(lab):
+    """Issue 16: a changed haproxy.cfg reloads HAProxy: its master process stays."""
+    changed = lab.path.parent / "timeout-check.toml"
+    changed.write_text(inventory_text(balancers='timeout_check = "4s"'))
+    before = {h: main_pids(lab, h) for h in API_PAIR + DB_PAIR}
+    try:
+        p = fab(lab, "balancers.deploy", path=changed)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "timeout check 4s" in ssh(lab, API_PAIR[0], "cat /etc/haproxy/haproxy.cfg")
+        assert {h: main_pids(lab, h) for h in API_PAIR + DB_PAIR} == before
+    finally:
+        p = fab(lab, "balancers.deploy")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert {h: main_pids(lab, h) for h in API_PAIR + DB_PAIR} == before
+
+
 def test_deploy_gives_each_pair_exactly_one_holder(lab):
     p = fab(lab, "balancers.deploy")
     assert p.returncode == 0, p.stdout + p.stderr
@@ -229,6 +376,8 @@ def test_every_golden_variant_passes_the_real_validators(lab):
     host = API_PAIR[0]
     failures = []
     for f in sorted((ROOT / "tests" / "golden" / "balancers").iterdir()):
+        if not f.name.endswith((".cfg", ".conf")):
+            continue
         check = ("haproxy -dr -c -f {}" if f.name.endswith("haproxy.cfg")
                  else "keepalived -t -f {}").format(f"/tmp/golden-{f.name}")
         p = subprocess.run(labnet.ssh_argv(lab, host, [f"cat > /tmp/golden-{f.name} && {check}"]),
@@ -236,3 +385,42 @@ def test_every_golden_variant_passes_the_real_validators(lab):
         if p.returncode != 0:
             failures.append(f"{f.name}: exit {p.returncode}: {(p.stdout + p.stderr)[-400:]}")
     assert not failures, "\n".join(failures)
+
+
+# ------------------------------------------------------------------ unicast + fast mode, for real
+def test_unicast_fast_mode_holds_and_moves_the_vip(lab):
+    """Issue 16: unicast + fast mode (VRRPv3, advert_int 0.1) run, not only rendered: one
+    holder with multicast VRRP dropped on the switch (so the adverts really are unicast),
+    and the VIP moves within a second or two when HAProxy stops on the holder."""
+    first, second = API_PAIR
+    fast = lab.path.parent / "unicast-fast.toml"
+    fast.write_text(inventory_text(balancers="unicast = true\nfast_mode = true\n"
+                                             "advert_int = 0.1"))
+    table = f"{NAME}_nomcast"
+    sw = ["ip", "netns", "exec", labnet.switch_ns(NAME), "nft"]
+    try:
+        p = fab(lab, "balancers.deploy", "--role", "api", path=fast)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "unicast_peer" in ssh(lab, first, "cat /etc/keepalived/keepalived.conf")
+        subprocess.run(sw + ["-f", "-"], check=True, text=True, input=(
+            f"table bridge {table} {{\n chain cut {{ type filter hook forward priority 0;"
+            " ip daddr 224.0.0.18 drop\n }\n}\n"))
+        time.sleep(2)   # ten advert intervals: a multicast-only pair would split by now
+        assert holder(lab, API_PAIR, API_VIP) == [first]
+        p = fab(lab, "balancers.status", "--role", "api", "--strict")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert status_row(p.stdout, second, "api")[2] == "BACKUP"
+        ssh(lab, first, "systemctl stop haproxy")
+        t = time.monotonic()
+        try:
+            assert wait_for(lambda: holder(lab, API_PAIR, API_VIP) == [second], 10, 0.05)
+            print(f"\nunicast + fast mode: VIP on {second} {time.monotonic() - t:.2f} s "
+                  "after HAProxy stopped on the holder")
+        finally:
+            ssh(lab, first, "systemctl start haproxy")
+        assert wait_for(lambda: holder(lab, API_PAIR, API_VIP) == [first], 15)
+    finally:
+        subprocess.run(sw + ["delete", "table", "bridge", table], capture_output=True)
+        p = fab(lab, "balancers.deploy", "--role", "api")
+    assert p.returncode == 0, p.stdout + p.stderr
+    back_to_normal(lab)

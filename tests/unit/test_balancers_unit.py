@@ -1,17 +1,16 @@
 """Balancer configs against golden files, the status parsers, and rejected values.
 
 Goldens: tests/golden/balancers/<case>.<host>.{haproxy.cfg,keepalived.conf}. After a
-deliberate change, regenerate with K3S_HA_UPDATE_GOLDEN=1 and review the diff.
+deliberate change, regenerate with `pytest tests/unit --update-golden` and review the diff.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 
-from tasks.balancers import tasks as b
+from tasks.balancers import config as b
 from tasks.facts import haproxy
 from tasks.core import inventory
 from tasks.core.errors import InputError, InventoryError
@@ -137,12 +136,12 @@ PARAMS = [(case, host, kind) for case, (_, hosts) in CASES.items() for host in h
 
 
 @pytest.mark.parametrize("case,host,kind", PARAMS)
-def test_config_matches_golden(case: str, host: str, kind: str) -> None:
+def test_config_matches_golden(case: str, host: str, kind: str, update_golden: bool) -> None:
     inv = load(CASES[case][0])
     fn = b.haproxy_config if kind == "haproxy.cfg" else b.keepalived_config
     text = fn(inv, inv.host(host))
     path = GOLDEN / f"{case}.{host}.{kind}"
-    if os.environ.get("K3S_HA_UPDATE_GOLDEN"):
+    if update_golden:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     assert text == path.read_text()
@@ -246,32 +245,6 @@ def test_parse_show_stat() -> None:
     assert haproxy.parse_show_stat("Unknown command\n") == []
 
 
-def test_parse_vrrp_file_and_vip() -> None:
-    assert b.parse_vrrp_file("MASTER 1000\n", 1042) == ("MASTER", "42s")
-    assert b.parse_vrrp_file("", 1042) == ("unknown", "-")
-    ip = ("2: host0    inet 10.77.0.11/24 brd 10.77.0.255 scope global host0\n"
-          "2: host0    inet 10.77.0.100/24 scope global secondary host0\n")
-    assert b.holds_address(ip, "10.77.0.100")
-    assert not b.holds_address(ip, "10.77.0.10")
-
-
-def _vip() -> inventory.Vip:
-    return load(SHIPPED).vips["api"]
-
-
-@pytest.mark.parametrize("holds,reachable,ok,word", [
-    ((True, False), (True, True), True, "held by a"),
-    ((True, True), (True, True), False, "SPLIT BRAIN"),
-    ((False, False), (True, True), False, "NO HOLDER"),
-    ((False, False), (True, False), False, "b unreachable"),
-    ((True, False), (True, False), False, "split brain not excluded"),
-])
-def test_verdict(holds, reachable, ok, word) -> None:
-    seen = [b.Seen(n, "api", r, holds=h) for n, h, r in zip("ab", holds, reachable)]
-    got_ok, text = b.verdict(_vip(), seen)
-    assert got_ok is ok and word in text
-
-
 def test_failed_line_names_the_line() -> None:
     content = "global\n    daemon\n    bogus 1\n"
     hap = "[ALERT] (1) : config : parsing [/etc/haproxy/haproxy.cfg.k3sha-new:3] : unknown keyword"
@@ -279,14 +252,3 @@ def test_failed_line_names_the_line() -> None:
     ka = "(/etc/keepalived/keepalived.conf.k3sha-new: Line 2) Unknown keyword 'daemon'"
     assert b.failed_line(ka, content) == "line 2: daemon"
     assert b.failed_line("no line here", content) == ""
-
-
-def test_preferred_is_the_highest_healthy_priority() -> None:
-    inv = load(SHIPPED)
-    a, b2 = "k3s-balancer-01", "k3s-balancer-02"
-    seen = [b.Seen(a, "api", True, "BACKUP"), b.Seen(b2, "api", True, "MASTER")]
-    assert b.preferred(inv, "api", seen) == a
-    seen[0].vrrp = "FAULT"
-    assert b.preferred(inv, "api", seen) == b2
-    seen[1].reachable = False
-    assert b.preferred(inv, "api", seen) == ""

@@ -1,0 +1,137 @@
+"""Pure rendering for the balancers: haproxy.cfg and keepalived.conf from the inventory, and
+the line a validator rejected. No I/O except reading the templates in files/.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..core import render
+from ..core.errors import InputError
+from ..core.inventory import K3S_API_PORT, Host, Inventory, Vip
+from ..facts.haproxy import ADMIN_SOCKET
+from ..facts.vrrp import priorities
+
+NOTIFY_SCRIPT = "/etc/keepalived/k3s-ha-notify.sh"
+PROXY = {"api": "k3s-api", "db": "k3s-db"}  # HAProxy frontend/backend and VRRP instance names
+API_CHECKS = {
+    "httpchk": (["option httpchk GET /ping", "http-check expect status 200"],
+                "check check-ssl verify none"),
+    "ssl-hello-chk": (["option ssl-hello-chk"], "check"),
+    "tcp-check": (["option tcp-check"], "check"),
+}
+
+
+def pair_keys(inv: Inventory, host: Host) -> list[str]:
+    """The VIP keys ("api", "db") whose pair `host` belongs to, in inventory order."""
+    return [k for k, v in inv.vips.items() if host.has(v.role)]
+
+
+def balancer_keys(inv: Inventory, host: Host) -> list[str]:
+    """pair_keys, refusing a host that is in no pair."""
+    keys = pair_keys(inv, host)
+    if not keys:
+        raise InputError(f"{host.name} is not a balancer (roles: {', '.join(host.roles)})")
+    return keys
+
+
+def balancer_hosts(inv: Inventory, role: str = "all") -> list[Host]:
+    if role not in ("api", "db", "all"):
+        raise InputError(f"--role {role!r}: use api, db or all")
+    keys = ("api", "db") if role == "all" else (role,)
+    return [h for h in inv.hosts.values() if any(k in keys for k in pair_keys(inv, h))]
+
+
+def _api_proxy(inv: Inventory) -> dict[str, Any]:
+    b = inv.balancers
+    lines, opts = API_CHECKS[b["api_health_check"]]
+    servers = []
+    for i, h in enumerate(inv.with_role("k3s-server")):
+        backup = b["api_backend"] == "primary-backup" and i > 0
+        servers.append({"name": h.name, "address": inv.fqdn(h.name), "port": K3S_API_PORT,
+                        "options": opts + (" backup" if backup else "")})
+    how = ("one primary, the others backup" if b["api_backend"] == "primary-backup"
+           else "round-robin across every server")
+    return {"name": PROXY["api"], "port": b["api_port"], "balance": "roundrobin",
+            "check": lines, "servers": servers,
+            "comment": f"k3s API: :{b['api_port']} to the k3s servers' :{K3S_API_PORT}, {how}, "
+                       f"check {b['api_health_check']}"}
+
+
+def _db_proxy(inv: Inventory) -> dict[str, Any]:
+    d, b = inv.db, inv.balancers
+    if d["health_check"] == "http":
+        lines, port = ["option httpchk GET /", "http-check expect status 200"], \
+            f" port {d['health_port']}"
+    else:
+        lines, port = [f"option mysql-check user {d['check_user']} post-41"], ""
+    servers = []
+    for i, h in enumerate(inv.with_role("db")):
+        role = ("on-marked-up shutdown-backup-sessions" if i == 0 else "backup")
+        servers.append({"name": h.name, "address": inv.fqdn(h.name), "port": d["port"],
+                        "options": f"check{port} {role} on-marked-down shutdown-sessions "
+                                   f"rise {d['rise']}"})
+    return {"name": PROXY["db"], "port": b["db_port"], "balance": "first",
+            "check": lines, "servers": servers,
+            "comment": f"datastore: :{b['db_port']} to one writer at a time (primary + backup), "
+                       f"check {d['health_check']}"}
+
+
+def haproxy_config(inv: Inventory, host: Host) -> str:
+    """haproxy.cfg for `host`: one frontend/backend per pair it belongs to."""
+    keys = balancer_keys(inv, host)
+    proxies = [_api_proxy(inv) if k == "api" else _db_proxy(inv) for k in keys]
+    return render.render("haproxy.cfg.j2", host=host.name, b=inv.balancers, proxies=proxies,
+                         admin_socket=ADMIN_SOCKET)
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def vrrp_instance(inv: Inventory, host: Host, key: str) -> dict[str, Any]:
+    vip: Vip = inv.vips[key]
+    members = inv.with_role(vip.role)
+    prios = priorities(inv, key)
+    idx = [m.name for m in members].index(host.name)
+    prio = prios[idx]
+    fast = inv.balancers["fast_mode"]
+    state = "MASTER" if prio == max(prios) and not fast else "BACKUP"
+    peers = [m.address for m in members if m.name != host.name] \
+        if inv.balancers["unicast"] else []
+    return {"name": PROXY[key], "state": state, "interface": vip.interface,
+            "vrid": vip.virtual_router_id, "priority": prio, "src": host.address,
+            "peers": peers, "vip": vip.cidr,
+            "comment": f"{'k3s API' if key == 'api' else 'datastore'} VIP "
+                       f"{vip.address}{' (' + inv.fqdn(vip.name) + ')' if vip.name else ''}"}
+
+
+def keepalived_config(inv: Inventory, host: Host) -> str:
+    """keepalived.conf for `host`: one vrrp_instance per pair it belongs to."""
+    keys = balancer_keys(inv, host)
+    b = inv.balancers
+    return render.render(
+        "keepalived.conf.j2", host=host.name, fast_mode=b["fast_mode"],
+        stats_port=b["stats_port"], interval=int(b["check_interval"]),
+        timeout=max(2, int(b["check_interval"])), fall=b["check_fall"], rise=b["check_rise"],
+        advert_int=_num(b["advert_int"]), garp_master_refresh=b["garp_master_refresh"],
+        notify=NOTIFY_SCRIPT, instances=[vrrp_instance(inv, host, k) for k in keys])
+
+
+def notify_script() -> str:
+    return (render.FILES_DIR / "keepalived-notify.sh").read_text()
+
+
+_LINE_RES = (re.compile(r"\[[^\]\s]+:(\d+)\]"),        # haproxy: parsing [FILE:23] : ...
+             re.compile(r"\([^)\s]+: Line (\d+)\)"))   # keepalived: (FILE: Line 23) ...
+
+
+def failed_line(output: str, content: str) -> str:
+    """'line N: <text>' for the first line a validator complained about, or ''."""
+    lines = content.splitlines()
+    for rx in _LINE_RES:
+        for m in rx.finditer(output):
+            n = int(m.group(1))
+            if 1 <= n <= len(lines):
+                return f"line {n}: {lines[n - 1].strip()}"
+    return ""
