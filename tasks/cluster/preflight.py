@@ -139,11 +139,17 @@ def _vip_findings(r: Run, vip: Vip, all_facts: dict[str, HostFacts], report: Rep
         report.add(f.host.name, "vip interface", found)
         if found.level is not Level.ERROR:
             with_iface.append(f.host)
-    if len(with_iface) >= 2:
-        for name, finding in _multicast(r, vip, with_iface).items():
-            report.add(name, "multicast", finding)
     holders = tuple(n for n, f in all_facts.items() if vip.address in f.addrs)
-    seen = v.VipSeen(holders, _answering(r, vip, with_iface) if not holders else ())
+    # the multicast exchange (4 s) and the TCP probes (up to 2 s each) run side by side
+    jobs = {"multicast": lambda: _multicast(r, vip, with_iface) if len(with_iface) >= 2 else {},
+            "answering": lambda: () if holders else _answering(r, vip, with_iface)}
+    done = fan_out(list(jobs), lambda k: jobs[k]())
+    failed = [val for ok, val in done.values() if not ok]
+    if failed:
+        raise failed[0]
+    for name, finding in done["multicast"][1].items():
+        report.add(name, "multicast", finding)
+    seen = v.VipSeen(holders, done["answering"][1])
     report.add(f"vip {vip.key} {vip.address}", "vip free",
                v.vip_free_finding(vip, [h.name for h in r.inv.with_role(vip.role)], seen))
 
@@ -167,12 +173,12 @@ def _answering(r: Run, vip: Vip, balancers: list[Host]) -> tuple[str, ...]:
     """Where a TCP connect to the VIP (port 22: sshd answers on most machines; a refusal
     counts too) was answered: from this machine and from one of the VIP's balancers (on
     the VIP's own link, where an ARP answer is what matters)."""
-    where = []
-    if local_tcp_answers(vip.address, 22):
-        where.append("this machine")
-    if balancers and facts.tcp_answers(r.conn(balancers[0]), vip.address, 22):
-        where.append(balancers[0].name)
-    return tuple(where)
+    probes = {"this machine": lambda: local_tcp_answers(vip.address, 22)}
+    if balancers:
+        probes[balancers[0].name] = lambda: facts.tcp_answers(r.conn(balancers[0]),
+                                                              vip.address, 22)
+    done = fan_out(list(probes), lambda k: probes[k]())
+    return tuple(k for k, (ok, val) in done.items() if ok and val)
 
 
 def local_tcp_answers(address: str, port: int, timeout: float = 2.0) -> bool:

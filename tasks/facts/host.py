@@ -198,8 +198,18 @@ class SourceCheck:
     error: str = ""
 
 
+# apt's own retry settings apply; one more try a second later rides out a proxy that
+# failed two clients refreshing the same file at once (apt-cacher-ng 3.7.4, README: lab)
 _FETCH = ('d=$(mktemp -d); trap \'rm -rf "$d"\' EXIT; '
-          '/usr/lib/apt/apt-helper -o Acquire::Retries=0 download-file {uri} "$d/f" 2>&1')
+          'for i in 1 2; do /usr/lib/apt/apt-helper download-file {uri} "$d/f" 2>&1 && exit 0; '
+          'sleep 1; done; exit 1')
+
+
+def fetch_error(output: str) -> str:
+    """The line of apt-helper's output that says why (E: Failed to fetch ... / Err:)."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    why = [ln for ln in lines if "Failed to fetch" in ln or ln.startswith("Err")]
+    return (why or lines or ["no output"])[-1]
 
 
 def package_sources(conn: Connection, timeout: int = 20) -> list[SourceCheck]:
@@ -216,8 +226,8 @@ def package_sources(conn: Connection, timeout: int = 20) -> list[SourceCheck]:
     for uri in uris:
         r = sh(conn, _FETCH.format(uri=shlex.quote(uri)), write=False, warn=True,
                timeout=timeout)
-        err = "" if r.exited == 0 else (r.stdout.strip().splitlines() or [f"exit {r.exited}"])[-1]
-        out.append(SourceCheck(uri, r.exited == 0, err[-200:]))
+        err = "" if r.exited == 0 else fetch_error(r.stdout or f"exit {r.exited}")
+        out.append(SourceCheck(uri, r.exited == 0, err[-240:]))
     return out
 
 

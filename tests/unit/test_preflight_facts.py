@@ -106,3 +106,12 @@ def test_parse_print_uris():
 def test_parse_mcast():
     assert f.parse_mcast("got a1b2c3 10.77.60.22\ngot ffee 10.77.60.23\nnoise\n") == \
         {"a1b2c3", "ffee"}
+
+
+def test_fetch_error():
+    out = ("Ign:1 http://10.255.255.1:9/x\nErr:1 http://10.255.255.1:9/x\n  404  Not Found\n"
+           "E: Failed to fetch http://10.255.255.1:9/x  404  Not Found [IP: 10.255.255.1 9]\n"
+           "E: Download Failed\n")
+    assert f.fetch_error(out) == ("E: Failed to fetch http://10.255.255.1:9/x  404  Not Found "
+                                  "[IP: 10.255.255.1 9]")
+    assert f.fetch_error("") == "no output"
