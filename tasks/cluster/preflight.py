@@ -19,7 +19,8 @@ from tabulate import tabulate
 from ..core.cli import say
 from ..core.inventory import Host, Inventory, Vip
 from ..core.run import Run, fan_out
-from ..core.ssh import os_release
+from ..core.errors import StepFailed
+from ..core.ssh import os_release, sh
 from ..facts import host as facts
 from . import verdicts as v
 from .verdicts import Finding, Level
@@ -79,6 +80,11 @@ def gather(r: Run, h: Host) -> HostFacts:
 
 
 def _gather(r: Run, h: Host, conn: Connection) -> HostFacts:
+    who = sh(conn, "id -u", write=False, warn=True)
+    if who.exited != 0 or who.stdout.strip() != "0":
+        raise StepFailed(f"{h.name}: cannot run commands as root (sudo -n failed: "
+                         f"{(who.stderr or who.stdout).strip()[:200]}). Fix: log in as root or "
+                         "give the SSH user passwordless sudo")
     f = HostFacts(h, os=os_release(conn), clock=facts.clock(conn))
     f.names = facts.resolve(conn, list(v.names_needed(r.inv, h)))
     f.swaps = facts.swaps(conn)
@@ -115,7 +121,7 @@ def _host_findings(inv: Inventory, f: HostFacts, report: Report) -> None:
     h = f.host
     if f.error:
         report.add(h.name, "ssh", Finding(Level.ERROR, f.error.splitlines()[0],
-                                          "SSH as root and the read-only probes must work before any other check"))
+                                          "SSH as root (or passwordless sudo) must work before any other check"))
         return
     report.add(h.name, "ssh", v.ok("reachable as root"))
     report.add(h.name, "os", v.os_finding(f.os))
