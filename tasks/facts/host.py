@@ -140,12 +140,11 @@ class Link:
 
 
 def parse_links(text: str) -> dict[str, Link]:
-    """`ip -j link` -> {name: Link}; a veth shows as `host0` (its @peer part dropped)."""
+    """`ip -j link` -> {name: Link}."""
     out = {}
     for item in json.loads(text or "[]"):
         flags = item.get("flags", [])
-        name = item["ifname"].split("@")[0]
-        out[name] = Link(name, "UP" in flags, "MULTICAST" in flags)
+        out[item["ifname"]] = Link(item["ifname"], "UP" in flags, "MULTICAST" in flags)
     return out
 
 

@@ -28,6 +28,9 @@ def test_parse_ss():
     ("0::/system.slice/mariadb.service\n", "mariadb.service"),
     ("0::/user.slice/user-0.slice/session-3.scope\n", "session-3.scope"),
     ("0::/system.slice/run-u12.service/payload\n", "run-u12.service"),
+    # nested (a container seen from outside, a pod under k3s): the innermost unit
+    ("0::/machine.slice/machine-khp.scope/payload/system.slice/haproxy.service\n",
+     "haproxy.service"),
     ("9:name=systemd:/\n0::/\n", ""),
 ])
 def test_parse_cgroup_unit(text, unit):

@@ -210,6 +210,9 @@ def test_multicast(inv):
     assert one_way["dbb-1"].level is E and "from dbb-2" in one_way["dbb-1"].message
     assert "unicast = true" in one_way["dbb-1"].fix
     assert one_way["dbb-2"].level is OK
+    # a token from elsewhere (another pair, an earlier run) is not the peer's
+    stranger = v.multicast_findings(vip, False, {"dbb-1": {"zz"}, "dbb-2": {"aa"}}, tokens, {})
+    assert stranger["dbb-1"].level is E
     failed = v.multicast_findings(vip, False, {"dbb-2": {"aa"}}, tokens, {"dbb-1": "boom"})
     assert failed["dbb-1"].level is E
     uni = v.multicast_findings(vip, True, {}, tokens, {})
