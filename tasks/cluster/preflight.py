@@ -19,8 +19,8 @@ from tabulate import tabulate
 from ..core.cli import say
 from ..core.inventory import Host, Inventory, Vip
 from ..core.run import Run, fan_out
-from ..core.errors import StepFailed
-from ..core.ssh import os_release, sh
+from ..core.errors import ConnectError, InputError, K3sHaError, StepFailed
+from ..core.ssh import lab_route_ok, os_release, sh
 from ..facts import host as facts
 from . import verdicts as v
 from .verdicts import Finding, Level
@@ -34,6 +34,7 @@ class Report:
     """One Finding per (row, check); rows are hosts in the inventory's order, then VIPs."""
     rows: list[str] = field(default_factory=list)
     cells: dict[tuple[str, str], Finding] = field(default_factory=dict)
+    unreachable: dict[str, BaseException] = field(default_factory=dict)  # host -> why
 
     def add(self, row: str, check: str, finding: Finding) -> None:
         if row not in self.rows:
@@ -55,7 +56,7 @@ class Report:
 @dataclass
 class HostFacts:
     host: Host
-    error: str = ""  # unreachable: no other fact
+    error: BaseException | None = None  # unreachable or not root: no other fact
     os: dict[str, str] = field(default_factory=dict)
     names: dict[str, list[str]] = field(default_factory=dict)
     clock: facts.ClockSample | None = None
@@ -76,7 +77,7 @@ def gather(r: Run, h: Host) -> HostFacts:
     try:
         return _gather(r, h, r.conn(h))
     except Exception as e:  # ConnectError/StepFailed name the host, the cause and the fix
-        return HostFacts(h, error=str(e) or type(e).__name__)
+        return HostFacts(h, error=e)
 
 
 def _gather(r: Run, h: Host, conn: Connection) -> HostFacts:
@@ -108,7 +109,9 @@ def run_checks(r: Run) -> Report:
     report = Report()
     for h in hosts:
         _host_findings(inv, all_facts[h.name], report)
-    reachable = {n: f for n, f in all_facts.items() if not f.error}
+    reachable = {n: f for n, f in all_facts.items() if f.error is None}
+    if not reachable:
+        return report
     for name, finding in v.clock_findings({n: f.clock for n, f in reachable.items()
                                            if f.clock}).items():
         report.add(name, "clock", finding)
@@ -120,8 +123,8 @@ def run_checks(r: Run) -> Report:
 def _host_findings(inv: Inventory, f: HostFacts, report: Report) -> None:
     h = f.host
     if f.error:
-        report.add(h.name, "ssh", Finding(Level.ERROR, f.error.splitlines()[0],
-                                          "SSH as root (or passwordless sudo) must work before any other check"))
+        report.unreachable[h.name] = f.error
+        report.add(h.name, "ssh", v.unreachable_finding(str(f.error)))
         return
     report.add(h.name, "ssh", v.ok("reachable as root"))
     report.add(h.name, "os", v.os_finding(f.os))
@@ -138,7 +141,7 @@ def _vip_findings(r: Run, vip: Vip, all_facts: dict[str, HostFacts], report: Rep
     """The VIP's interface on each of its balancers, multicast within the pair, and
     whether anything but our balancers already holds or answers at the address."""
     members = [all_facts[h.name] for h in r.inv.with_role(vip.role)
-               if not all_facts[h.name].error]
+               if all_facts[h.name].error is None]
     with_iface = []
     for f in members:
         found = v.interface_finding(vip, f.links)
@@ -179,7 +182,9 @@ def _answering(r: Run, vip: Vip, balancers: list[Host]) -> tuple[str, ...]:
     """Where a TCP connect to the VIP (port 22: sshd answers on most machines; a refusal
     counts too) was answered: from this machine and from one of the VIP's balancers (on
     the VIP's own link, where an ARP answer is what matters)."""
-    probes = {"this machine": lambda: local_tcp_answers(vip.address, 22)}
+    probes = {}
+    if not r.inv.is_lab or lab_route_ok(r.inv, vip.address):  # lab traffic stays in the lab
+        probes["this machine"] = lambda: local_tcp_answers(vip.address, 22)
     if balancers:
         probes[balancers[0].name] = lambda: facts.tcp_answers(r.conn(balancers[0]),
                                                               vip.address, 22)
@@ -195,6 +200,24 @@ def local_tcp_answers(address: str, port: int, timeout: float = 2.0) -> bool:
     with socket.socket(fam, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         return s.connect_ex((address, port)) in (0, errno.ECONNREFUSED)
+
+
+def raise_for(report: Report) -> None:
+    """The exit after the report: hosts not reachable as root fail as any task's hosts do
+    (exit 3 when none could be reached at all, else 1, each named with its fix); other
+    ERRORs are refused input (exit 2); WARN and OK pass."""
+    if report.unreachable:
+        codes = {getattr(e, "exit_code", 1) for e in report.unreachable.values()}
+        lines = [f"{len(report.unreachable)} host(s) failed:"]
+        lines += [f"  {e}" if str(e).startswith(h) else f"  {h}: {e}"
+                  for h, e in report.unreachable.items()]
+        err: K3sHaError = ConnectError("\n".join(lines)) if codes == {3} else \
+            StepFailed("\n".join(lines))
+        raise err
+    if report.errors:
+        raise InputError(f"preflight: {len(report.errors)} error(s), each listed above with "
+                         "its fix; nothing was changed. Fix them, then run fab cluster.check "
+                         "again")
 
 
 # ---------------------------------------------------------------- output

@@ -30,6 +30,13 @@ def ok(message: str) -> Finding:
     return Finding(Level.OK, message)
 
 
+def unreachable_finding(error: str) -> Finding:
+    """A host not reachable as root: the error's own 'Fix:' part becomes the fix."""
+    msg, _, fix = error.splitlines()[0].partition(" Fix: ")
+    return Finding(Level.ERROR, msg.rstrip(". ") if fix else msg,
+                   fix or "SSH as root (or passwordless sudo) must work before any other check")
+
+
 # ---------------------------------------------------------------- OS
 SUPPORTED = {"debian": ("11", "12", "13"), "ubuntu": ("20.04", "22.04", "24.04")}
 RHEL_LIKE = ("rhel", "centos", "rocky", "almalinux", "fedora", "ol")

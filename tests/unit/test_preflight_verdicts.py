@@ -241,3 +241,33 @@ def test_report_table_and_details():
     assert report_details(r) == [
         "  ERROR db-1 [ports]: 3306 (MySQL) is taken by python3\n        Fix: stop it",
         "  WARN  srv-1 [swap]: swap on\n        Fix: swapoff -a"]
+
+
+def test_raise_for():
+    from tasks.cluster.preflight import raise_for
+    from tasks.core.errors import ConnectError, InputError, StepFailed
+
+    r = Report()
+    r.add("srv-1", "swap", v.Finding(W, "swap on", "swapoff -a"))
+    raise_for(r)  # warnings pass
+    r.add("db-1", "ports", v.Finding(E, "3306 taken", "stop it"))
+    with pytest.raises(InputError, match="preflight: 1 error"):
+        raise_for(r)
+    r.unreachable["db-2"] = StepFailed("db-2: cannot run commands as root. Fix: sudo")
+    with pytest.raises(StepFailed) as e:
+        raise_for(r)
+    assert e.value.exit_code == 1
+    assert str(e.value) == ("1 host(s) failed:\n  db-2: cannot run commands as root. "
+                            "Fix: sudo")
+    r.unreachable = {"db-2": ConnectError("the lab 'x' is not up. Fix: fab lab.up")}
+    with pytest.raises(ConnectError) as e:
+        raise_for(r)
+    assert e.value.exit_code == 3 and "db-2: the lab 'x' is not up" in str(e.value)
+
+
+def test_unreachable_finding():
+    f = v.unreachable_finding("db-1 (10.9.0.31): the lab 'x' is not up (no route via x-op); "
+                              "refusing to send lab traffic elsewhere. Fix: fab lab.up")
+    assert f.level is E and f.fix == "fab lab.up"
+    assert f.message.endswith("refusing to send lab traffic elsewhere")
+    assert v.unreachable_finding("db-1: SSH error: boom").fix.startswith("SSH as root")
