@@ -102,13 +102,14 @@ def _key(name: str, path: Path | None) -> tuple[str, str]:
 
 
 def get_secret(name: str, inv: Inventory | None = None, *, yes: bool = False,
-               new: bool = False) -> str:
+               new: bool = False, confirm_new: bool = False) -> str:
     """The secret NAME from env, secrets file or a prompt (see module doc).
 
-    new=True: the value is about to be set (not used to log in): a prompt asks twice.
-    A prompted value is held for this run and saved (when [secrets] save_prompted) only
-    by `accepted(name)`.
+    new=True: the value is about to be set (not used to log in): a prompt asks twice
+    (confirm_new is its former name). A prompted value is held for this run and saved
+    (when [secrets] save_prompted) only by `accepted(name)`.
     """
+    new = new or confirm_new
     env = os.environ.get(env_name(name))
     if env:
         return env
