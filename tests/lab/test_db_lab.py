@@ -182,6 +182,44 @@ def test_k3s_user_allowed_from_balancer_refused_elsewhere(lab):
 
 
 # ------------------------------------------------------------------ bad input
+def test_prompted_admin_password_is_saved_only_after_a_login_with_it(lab, monkeypatch):
+    """A password the database refuses (1045) is not written to the secrets file and is
+    asked again; the one it accepts is saved. Asked as a login: no confirmation."""
+    from fabric import Config
+    from invoke import Context
+
+    from tasks.core import secrets
+    from tasks.core.errors import InputError
+    from tasks.core.run import Run
+    from tasks.db.session import admin_password, open_node
+
+    for k in [k for k in os.environ if k.startswith("K3S_HA_")]:
+        monkeypatch.delenv(k)
+    inv = inventory.load(write_inventory(lab.path.parent, name="prompted.toml",
+                                         secrets_file="prompted-secrets.toml",
+                                         save_prompted=True))
+    store = inv.resolve_path(inv.secrets["file"])
+    answers, asked = ["wrong-Pw-1", secret(lab, "db_admin_password")], []
+    monkeypatch.setattr(secrets, "interactive", lambda yes=False: not yes)
+    monkeypatch.setattr(secrets, "ask_password", lambda m: asked.append(m) or answers.pop(0))
+    secrets.forget()
+    r = Run(Context(config=Config()), "prompt test", inv=inv)
+    h = inv.host(DB1)
+    try:
+        pw = admin_password(r, [h])
+        with pytest.raises(InputError, match="1045"):
+            open_node(r, r.conn(h), h, pw, create=False)
+        assert not store.exists(), store.read_text().replace(pw, "***")
+        n = open_node(r, r.conn(h), h, admin_password(r, [h]), create=False)
+        n.db.close()
+    finally:
+        r.close()
+        secrets.forget()
+    assert len(asked) == 2 and not any("confirm" in m.lower() for m in asked), asked
+    assert secrets.read_secrets_file(store) == {
+        "db_admin_password": secret(lab, "db_admin_password")}
+
+
 def test_wrong_admin_password_is_a_clear_error(lab):
     p = fab(lab, "db.status", env={"K3S_HA_DB_ADMIN_PASSWORD": "wrong"})
     assert p.returncode == 1, p.stdout + p.stderr  # per-host failures: exit 1
