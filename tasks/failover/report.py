@@ -97,7 +97,7 @@ def timeline_png(res: Result, path: Path) -> Path:
     from matplotlib.patches import Patch
 
     names = sorted(res.series, key=lambda n: (n.startswith("vip-"), n))
-    fig, ax = plt.subplots(figsize=(12, 1.2 + 0.42 * len(names)), dpi=110)
+    fig, ax = plt.subplots(figsize=(12, 1.6 + 0.42 * len(names)), dpi=110)
     for i, name in enumerate(names):
         for start, width, outcome in bands(res.series[name]):
             ax.broken_barh([(start, width)], (i - 0.38, 0.76), color=COLORS[outcome],
@@ -113,11 +113,10 @@ def timeline_png(res: Result, path: Path) -> Path:
     ax.set_title(f"{res.scenario.name} (cycle {res.cycle}) on {res.target}: "
                  f"{res.probe} longest outage {_f(o.longest_s if o else None)} s",
                  fontsize=11, pad=18)
-    ax.legend(handles=[Patch(color=c, label=k.value) for k, c in COLORS.items()],
-              loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.2 / (1.2 + 0.42 * len(names))),
-              ncol=3, fontsize=9, frameon=False)
+    fig.legend(handles=[Patch(color=c, label=k.value) for k, c in COLORS.items()],
+               loc="lower center", ncol=3, fontsize=9, frameon=False)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.5 / (1.6 + 0.42 * len(names)), 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return path
