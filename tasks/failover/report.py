@@ -15,6 +15,8 @@ from .timeline import Outcome, Series
 from .verdict import Breach, Result
 
 COLORS = {Outcome.OK: "#2e9d4a", Outcome.FAIL: "#d62728", Outcome.INDETERMINATE: "#f2a93b"}
+# VIP rows: OK = this balancer holds the VIP, FAIL = it does not (not a failure)
+VIP_COLORS = {Outcome.OK: "#1f4fbf", Outcome.FAIL: "#d9d9d9", Outcome.INDETERMINATE: "#f2a93b"}
 COLUMNS = ["scenario", "cycle", "target", "detect s", "outage s", "lost", "indet.",
            "dup.", "dual VIP s", "healthy after s", "verdict"]
 
@@ -99,8 +101,9 @@ def timeline_png(res: Result, path: Path) -> Path:
     names = sorted(res.series, key=lambda n: (n.startswith("vip-"), n))
     fig, ax = plt.subplots(figsize=(12, 1.6 + 0.42 * len(names)), dpi=110)
     for i, name in enumerate(names):
+        palette = VIP_COLORS if name.startswith("vip-") else COLORS
         for start, width, outcome in bands(res.series[name]):
-            ax.broken_barh([(start, width)], (i - 0.38, 0.76), color=COLORS[outcome],
+            ax.broken_barh([(start, width)], (i - 0.38, 0.76), color=palette[outcome],
                            linewidth=0)
     ax.set_yticks(range(len(names)), names, fontsize=9)
     ax.invert_yaxis()
@@ -113,8 +116,10 @@ def timeline_png(res: Result, path: Path) -> Path:
     ax.set_title(f"{res.scenario.name} (cycle {res.cycle}) on {res.target}: "
                  f"{res.probe} longest outage {_f(o.longest_s if o else None)} s",
                  fontsize=11, pad=18)
-    fig.legend(handles=[Patch(color=c, label=k.value) for k, c in COLORS.items()],
-               loc="lower center", ncol=3, fontsize=9, frameon=False)
+    keys = [(c, k.value) for k, c in COLORS.items()] + \
+        [(VIP_COLORS[Outcome.OK], "holds the VIP"), (VIP_COLORS[Outcome.FAIL], "does not")]
+    fig.legend(handles=[Patch(color=c, label=t) for c, t in keys],
+               loc="lower center", ncol=5, fontsize=9, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout(rect=(0, 0.5 / (1.6 + 0.42 * len(names)), 1, 1))
     fig.savefig(path)
