@@ -12,6 +12,7 @@ from ..core.run import OK, run_session
 from ..core.cli import k3s_task, say
 from ..core.ssh import sh
 from ..core.secrets import confirm, interactive
+from ..facts import datastore
 
 H_DRY = "show what would change (unified diffs), change nothing"
 H_YES = "never prompt: secrets from K3S_HA_* env vars or the secrets file"
@@ -93,21 +94,21 @@ def _wait_datastore_writer(c: Context, yes: bool) -> None:
     """HAProxy admits a db server only after `rise` good checks (guide: 30, 2 s apart), and
     the checks fail until db.users created the check user: wait for a writer, so the
     datastore VIP works when deploy returns."""
-    from ..db import tasks as db
-
     say("\n===== datastore VIP")
     with run_session(c, "cluster.deploy: datastore VIP", yes=yes) as r:
         rise = r.inv.db["rise"]
         say(f"  waiting for HAProxy to admit a writer (rise {rise} checks, 2 s apart)")
         t0 = time.monotonic()
-        who, via = db.wait_writer(r, timeout=rise * 2 + 30)
+        w = datastore.wait_writer(r, timeout=rise * 2 + 30)
         took = time.monotonic() - t0
-        if who not in r.inv.hosts:
-            raise StepFailed(f"the datastore VIP has no writer after {took:.0f} s: {via}: "
-                             f"{who}. Fix: fab balancers.status --role db shows each db "
-                             "server's last check (mysql-check needs fab db.users)")
-        r.record(via, "datastore writer", OK, f"{who} after {took:.0f} s")
-        say(f"  datastore VIP {r.inv.vips['db'].address}: writes go to {who} (via {via})")
+        if w.host is None or w.via is None:
+            raise StepFailed(f"the datastore VIP has no writer after {took:.0f} s: "
+                             f"{w.via or 'no balancer'}: {w.reason}. Fix: fab balancers.status "
+                             "--role db shows each db server's last check (mysql-check needs "
+                             "fab db.users)")
+        r.record(w.via, "datastore writer", OK, f"{w.host} after {took:.0f} s")
+        say(f"  datastore VIP {r.inv.vips['db'].address}: writes go to {w.host} "
+            f"(via {w.via})")
 
 
 @k3s_task(help={"yes": H_YES})

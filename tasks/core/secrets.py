@@ -4,8 +4,10 @@ A secret NAME (e.g. "replication_password") is looked up, in order, in:
   1. the environment variable K3S_HA_<NAME upper-cased> (K3S_HA_REPLICATION_PASSWORD);
   2. the secrets file ([secrets] file in the inventory, or K3S_HA_SECRETS), which must be
      mode 0600 and owned by us (refused otherwise);
-  3. a questionary password prompt (with confirmation when the secret is first set),
-     saved to the secrets file when [secrets] save_prompted is true.
+  3. a questionary password prompt, asked once per run even from parallel threads (with
+     confirmation only for a value about to be set, `new=True`), saved to the secrets
+     file when [secrets] save_prompted is true and only after `accepted()` says it worked
+     (a login succeeded or the value was set); `refused()` drops a value that did not.
 Non-interactive runs (no TTY, or --yes) never prompt: a missing secret fails naming the
 variable to set. Values are never printed, logged or put in argv.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -85,42 +88,88 @@ def interactive(yes: bool = False) -> bool:
     return not yes and sys.stdin.isatty() and sys.stdout.isatty()
 
 
+# One run asks each secret at most once: a prompted value is kept here (by secrets file and
+# name) while the run lasts, and the lock makes a second thread wait for the first prompt
+# instead of printing its own. A prompted value is saved only once `accepted()` says the
+# database took it (a login succeeded, or the value was set).
+_lock = threading.Lock()
+_prompted: dict[tuple[str, str], str] = {}
+_pending: dict[tuple[str, str], tuple[Path, str]] = {}
+
+
+def _key(name: str, path: Path | None) -> tuple[str, str]:
+    return (str(path or ""), name)
+
+
 def get_secret(name: str, inv: Inventory | None = None, *, yes: bool = False,
-               confirm_new: bool = True, prompt_anyway: bool = False) -> str:
-    """The secret NAME from env, secrets file or a prompt (see module doc)."""
+               new: bool = False, confirm_new: bool = False) -> str:
+    """The secret NAME from env, secrets file or a prompt (see module doc).
+
+    new=True: the value is about to be set (not used to log in): a prompt asks twice
+    (confirm_new is its former name). A prompted value is held for this run and saved
+    (when [secrets] save_prompted) only by `accepted(name)`.
+    """
+    new = new or confirm_new
     env = os.environ.get(env_name(name))
     if env:
         return env
     path = secrets_path(inv)
-    if path is not None:
-        val = read_secrets_file(path).get(name)
-        if val:
-            return val
+    with _lock:
+        if path is not None:
+            val = read_secrets_file(path).get(name)
+            if val:
+                return val
+        held = _prompted.get(_key(name, path))
+        if held is not None:
+            return held
+        value = _prompt(name, path, yes=yes, new=new)
+        _prompted[_key(name, path)] = value
+        if path is not None and inv is not None and inv.secrets.get("save_prompted"):
+            _pending[_key(name, path)] = (path, value)
+        return value
+
+
+def _prompt(name: str, path: Path | None, *, yes: bool, new: bool) -> str:
     desc = DESCRIPTIONS.get(name, name.replace("_", " "))
-    if not (interactive(yes) or prompt_anyway):
+    if not interactive(yes):
         where = f" or add {name} to {path} (mode 0600)" if path else ""
         raise SecretMissing(f"the {desc} is needed and this run cannot ask for it "
                             f"({'--yes' if yes else 'no terminal'}). "
                             f"Fix: set {env_name(name)}{where}")
     value = ask_password(f"{desc[0].upper() + desc[1:]}:")
-    if confirm_new:
-        again = ask_password("Again, to confirm:")
-        if again != value:
-            raise InputError(f"the two entries of the {desc} differ; nothing was changed. "
-                             "Fix: run again and type the same value twice")
+    if new and ask_password("Again, to confirm:") != value:
+        raise InputError(f"the two entries of the {desc} differ; nothing was changed. "
+                         "Fix: run again and type the same value twice")
     if not value:
         raise InputError(f"the {desc} is empty. Fix: give a non-empty value")
-    if path is not None and inv is not None and inv.secrets.get("save_prompted"):
-        write_secret(path, name, value)
     return value
+
+
+def accepted(name: str, inv: Inventory | None = None) -> None:
+    """The value of NAME was proven (login succeeded, or it was set): save it if it was
+    prompted and [secrets] save_prompted is true. No-op otherwise; safe to call again."""
+    with _lock:
+        pending = _pending.pop(_key(name, secrets_path(inv)), None)
+        if pending is not None:
+            write_secret(pending[0], name, pending[1])
+
+
+def refused(name: str, inv: Inventory | None = None) -> None:
+    """The value of NAME was refused: never save it, and ask again if asked again."""
+    with _lock:
+        _pending.pop(_key(name, secrets_path(inv)), None)
+        _prompted.pop(_key(name, secrets_path(inv)), None)
+
+
+def forget() -> None:
+    """Drop every prompted value held by this process (tests; a new run)."""
+    with _lock:
+        _prompted.clear()
+        _pending.clear()
 
 
 def ask_password(message: str) -> str:
     return str(questionary.password(message).unsafe_ask())
-
-
-def ask_text(message: str, default: str = "") -> str:
-    return str(questionary.text(message, default=default).unsafe_ask())
 
 
 def confirm(message: str, *, yes: bool = False, default: bool = True) -> bool:

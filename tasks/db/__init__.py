@@ -1,6 +1,11 @@
-"""Guide step 2, the datastore: MySQL/MariaDB install, secure, configure, master-master
-replication, users, status, checksums and the replication-aware health endpoint
-(`fab db.*`). sql holds the per-dialect statements.
+"""Guide step 2, the datastore (`fab db.*`): MySQL/MariaDB install, secure, configure,
+master-master replication, users, status, checksums and the replication-aware health
+endpoint. `tasks` reads top-down like the guide's step; below it, one job per module:
+`session` (pymysql over an SSH channel, the admin login, the Node model), `replication`
+(the typed plan and its executor), `seed` (consistent dump seeding), `accounts`
+(secure installation, address-limited accounts), `health` (the HTTP endpoint) and `sql`
+(per-dialect statements). What the servers report is read by tasks/facts/mysql.py; which
+node takes the writes, by tasks/facts/datastore.py.
 """
 from invoke import Collection
 

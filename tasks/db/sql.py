@@ -1,4 +1,4 @@
-"""SQL per dialect (MySQL 8.0 / 8.4 / 9, MariaDB 10.x / 11) and status parsers. Pure: no I/O.
+"""SQL per dialect (MySQL 8.0 / 8.4 / 9, MariaDB 10.x / 11). Pure: no I/O.
 
 Every statement the `db` namespace sends is built here from a `Dialect` (flavor + version),
 so the syntax differences are in one place and unit-tested against golden files:
@@ -6,14 +6,14 @@ CHANGE MASTER TO vs CHANGE REPLICATION SOURCE TO (MySQL 8.0.23+), START SLAVE vs
 REPLICA, SHOW MASTER STATUS vs SHOW BINARY LOG STATUS (MySQL 8.2+), semi-sync plugin and
 variable names (MySQL 8.0.26 renamed them; MariaDB has them built in), FLUSH HOSTS vs
 TRUNCATE performance_schema.host_cache, and the mysql_native_password rules for the HAProxy
-check user. Parsers accept both column spellings (Slave_*/Master_* and Replica_*/Source_*).
+check user. The parsers of what these statements return are in tasks/facts/mysql.py.
 """
 from __future__ import annotations
 
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..core.errors import InputError
 
@@ -331,115 +331,3 @@ def secure_sql(users_to_drop: list[tuple[str, str]], drop_test: bool) -> list[st
         out += ["DROP DATABASE IF EXISTS test",
                 "DELETE FROM mysql.db WHERE Db = 'test' OR Db = 'test\\\\_%'"]
     return out + ["FLUSH PRIVILEGES"]
-
-
-# ------------------------------------------------------------------ parsers
-@dataclass(frozen=True)
-class ReplicaStatus:
-    configured: bool
-    source_host: str = ""
-    source_port: int = 0
-    source_user: str = ""
-    io_running: str = ""  # Yes | No | Connecting
-    sql_running: str = ""
-    lag: int | None = None
-    last_io_errno: int = 0
-    last_io_error: str = ""
-    last_sql_errno: int = 0
-    last_sql_error: str = ""
-    source_log_file: str = ""
-    read_pos: int = 0
-    exec_pos: int = 0
-    relay_source_log_file: str = ""
-    gtid_pos: str = ""
-    state: str = ""
-
-    @property
-    def healthy(self) -> bool:
-        return (self.configured and self.io_running == "Yes" and self.sql_running == "Yes"
-                and not self.last_io_errno and not self.last_sql_errno)
-
-    @property
-    def drained(self) -> bool:
-        """Everything received has been applied."""
-        return (self.relay_source_log_file == self.source_log_file
-                and self.exec_pos == self.read_pos)
-
-    def describe(self) -> str:
-        s = f"IO={self.io_running or '-'} SQL={self.sql_running or '-'}"
-        if self.last_io_errno:
-            s += f", IO error {self.last_io_errno}: {self.last_io_error}"
-        if self.last_sql_errno:
-            s += f", SQL error {self.last_sql_errno}: {self.last_sql_error}"
-        return s
-
-
-def _pick(row: Mapping[str, Any], *names: str) -> Any:
-    for n in names:
-        if n in row:
-            return row[n]
-    return None
-
-
-def _int(v: Any) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return 0
-
-
-def parse_replica_status(rows: list[Mapping[str, Any]]) -> ReplicaStatus:
-    """SHOW SLAVE/REPLICA STATUS (first channel), either spelling; no rows = not configured."""
-    if not rows:
-        return ReplicaStatus(configured=False)
-    r = rows[0]
-
-    def g(suffix: str, legacy: str, new: str) -> Any:
-        return _pick(r, legacy + suffix, new + suffix)
-
-    lag = g("", "Seconds_Behind_Master", "Seconds_Behind_Source")
-    host = str(g("_Host", "Master", "Source") or "")
-    return ReplicaStatus(
-        configured=bool(host),
-        source_host=host,
-        source_port=_int(g("_Port", "Master", "Source")),
-        source_user=str(g("_User", "Master", "Source") or ""),
-        io_running=str(g("_IO_Running", "Slave", "Replica") or ""),
-        sql_running=str(g("_SQL_Running", "Slave", "Replica") or ""),
-        lag=None if lag in (None, "", "NULL") else int(lag),
-        last_io_errno=_int(r.get("Last_IO_Errno")),
-        last_io_error=str(r.get("Last_IO_Error") or ""),
-        last_sql_errno=_int(r.get("Last_SQL_Errno")),
-        last_sql_error=str(r.get("Last_SQL_Error") or ""),
-        source_log_file=str(g("_Log_File", "Master", "Source") or ""),
-        read_pos=_int(g("_Log_Pos", "Read_Master", "Read_Source")),
-        exec_pos=_int(g("_Log_Pos", "Exec_Master", "Exec_Source")),
-        relay_source_log_file=str(g("_Log_File", "Relay_Master", "Relay_Source") or ""),
-        gtid_pos=str(_pick(r, "Gtid_IO_Pos", "Executed_Gtid_Set") or ""),
-        state=str(g("_State", "Slave_IO", "Replica_IO") or ""),
-    )
-
-
-def parse_binlog_status(rows: list[Mapping[str, Any]]) -> tuple[str, int] | None:
-    """(File, Position) from SHOW MASTER STATUS / SHOW BINARY LOG STATUS; None = binlog off."""
-    if not rows or not rows[0].get("File"):
-        return None
-    return str(rows[0]["File"]), int(rows[0]["Position"])
-
-
-def parse_text_status(text: str) -> list[dict[str, str]]:
-    """The `\\G` (vertical) or batch (tab-separated, header line) output of the mysql client."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        return []
-    if lines[0].lstrip().startswith("*" * 5):
-        rows: list[dict[str, str]] = []
-        for ln in lines:
-            if ln.lstrip().startswith("*" * 5):
-                rows.append({})
-            elif ":" in ln and rows:
-                k, _, v = ln.partition(":")
-                rows[-1][k.strip()] = v.strip()
-        return rows
-    head = lines[0].split("\t")
-    return [dict(zip(head, ln.split("\t"))) for ln in lines[1:]]

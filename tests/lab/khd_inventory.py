@@ -6,8 +6,10 @@ DB1, DB2 = "k3s-db-01", "k3s-db-02"
 DB_VIP = f"{SUBNET}.101"
 
 
-def write_inventory(folder: Path, extra_db: str = "") -> Path:
-    """hosts.toml for lab khd in `folder` (ssh key, known_hosts, secrets beside it)."""
+def write_inventory(folder: Path, extra_db: str = "", name: str = "hosts.toml",
+                    secrets_file: str = "secrets.toml", save_prompted: bool = False) -> Path:
+    """hosts.toml (or `name`) for lab khd in `folder` (ssh key, known_hosts, secrets
+    beside it)."""
     text = f"""
 [lab]
 enabled = true
@@ -20,8 +22,8 @@ key = "ssh/id_ed25519"
 known_hosts = "ssh/known_hosts"
 
 [secrets]
-file = "secrets.toml"
-save_prompted = false
+file = "{secrets_file}"
+save_prompted = {str(save_prompted).lower()}
 
 [db]
 semi_sync = true
@@ -60,6 +62,6 @@ address = "{SUBNET}.41"
 roles = ["k3s-server"]
 """
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "hosts.toml"
+    path = folder / name
     path.write_text(text)
     return path

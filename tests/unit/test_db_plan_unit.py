@@ -1,8 +1,10 @@
-"""The replication planner (db.plan / db.direction_state): pure decisions, no database."""
+"""The replication planner (replication.plan / direction_state): pure, typed decisions."""
 import pytest
 
 from tasks.db import sql
-from tasks.db.tasks import Node, direction_state, plan
+from tasks.db.replication import Kind, State, direction_state, plan
+from tasks.db.session import Facts, Node
+from tasks.facts import mysql as facts
 from tasks.core.errors import Refused
 from tasks.core.inventory import Host
 
@@ -12,23 +14,23 @@ USER = "repl"
 D = sql.parse_version("10.11.6-MariaDB-0+deb12u1-log")
 
 
-def healthy(src: Host) -> sql.ReplicaStatus:
-    return sql.ReplicaStatus(configured=True, source_host=src.address, source_port=3306,
+def healthy(src: Host) -> facts.ReplicaStatus:
+    return facts.ReplicaStatus(configured=True, source_host=src.address, source_port=3306,
                              source_user=USER, io_running="Yes", sql_running="Yes", lag=0)
 
 
-def node(h: Host, rep: sql.ReplicaStatus, data=None, rows=False) -> Node:
+def node(h: Host, rep: facts.ReplicaStatus, data=None, rows=False) -> Node:
     n = Node(host=h, conn=None, d=D)
-    n.facts = {"replica": rep, "data": data or {}, "has_data": rows,
-               "binlog": ("mysql-bin.000001", 4)}
+    n.facts = Facts(replica=rep, data=data or {}, has_data=rows,
+                    binlog=("mysql-bin.000001", 4))
     return n
 
 
-NONE = sql.ReplicaStatus(configured=False)
+NONE = facts.ReplicaStatus(configured=False)
 
 
 def kinds(actions):
-    return [(what, r.name, s.name) for what, r, s in actions]
+    return [(x.kind.value, x.replica.name, x.source.name) for x in actions]
 
 
 def test_healthy_both_ways_plans_nothing():
@@ -37,14 +39,14 @@ def test_healthy_both_ways_plans_nothing():
 
 def test_first_run_configures_both_directions():
     assert kinds(plan(node(A, NONE), node(B, NONE), USER)) == [
-        ("missing", "k3s-db-01", "k3s-db-02"), ("missing", "k3s-db-02", "k3s-db-01")]
+        ("configure", "k3s-db-01", "k3s-db-02"), ("configure", "k3s-db-02", "k3s-db-01")]
 
 
 def test_one_node_with_rows_seeds_the_empty_one_first():
     data = {"`k3s`.`kine`": 1234}
     acts = kinds(plan(node(A, NONE), node(B, NONE, data, rows=True), USER))
     assert acts[0] == ("seed", "k3s-db-01", "k3s-db-02")
-    assert ("missing", "k3s-db-01", "k3s-db-02") in acts
+    assert ("configure", "k3s-db-01", "k3s-db-02") in acts
 
 
 def test_tables_without_rows_on_one_node_still_seed():
@@ -69,11 +71,11 @@ def test_half_configured_with_different_data_is_refused():
 def test_half_configured_with_equal_data_adds_the_missing_direction_only():
     data = {"`k3s`.`kine`": 7}
     acts = kinds(plan(node(A, healthy(B), data, True), node(B, NONE, data, True), USER))
-    assert acts == [("missing", "k3s-db-02", "k3s-db-01")]
+    assert acts == [("configure", "k3s-db-02", "k3s-db-01")]
 
 
 def test_replica_in_sql_error_is_refused_never_reset():
-    bad = sql.ReplicaStatus(configured=True, source_host=B.address, source_user=USER,
+    bad = facts.ReplicaStatus(configured=True, source_host=B.address, source_user=USER,
                             io_running="Yes", sql_running="No", last_sql_errno=1062,
                             last_sql_error="Duplicate entry '5' for key 'PRIMARY'")
     with pytest.raises(Refused, match=r"k3s-db-01: replica in error .*1062.*never resets"):
@@ -81,56 +83,27 @@ def test_replica_in_sql_error_is_refused_never_reset():
 
 
 def test_replica_of_a_foreign_source_is_refused():
-    other = sql.ReplicaStatus(configured=True, source_host="10.9.9.9", source_user=USER,
+    other = facts.ReplicaStatus(configured=True, source_host="10.9.9.9", source_user=USER,
                               io_running="Yes", sql_running="Yes")
     with pytest.raises(Refused, match="replicates from 10.9.9.9, not from its peer k3s-db-02"):
         plan(node(A, other), node(B, healthy(A)), USER)
 
 
 @pytest.mark.parametrize("change,expected", [
-    ({}, "ok"),
-    ({"io_running": "No", "sql_running": "No"}, "start"),
-    ({"io_running": "Connecting"}, "kick"),
-    ({"io_running": "Connecting", "last_io_errno": 2003}, "kick"),
-    ({"io_running": "Connecting", "last_io_errno": 1045}, "repair"),
-    ({"source_user": "someone"}, "repair"),
+    ({}, State.OK),
+    ({"io_running": "No", "sql_running": "No"}, State.START),
+    ({"io_running": "Connecting"}, State.KICK),
+    ({"io_running": "Connecting", "last_io_errno": 2003}, State.KICK),
+    ({"io_running": "Connecting", "last_io_errno": 1045}, State.REPAIR),
+    ({"source_user": "someone"}, State.REPAIR),
 ])
 def test_direction_states(change, expected):
-    rep = sql.ReplicaStatus(**{**healthy(B).__dict__, **change})
-    assert direction_state(rep, B, USER) == expected
+    rep = facts.ReplicaStatus(**{**healthy(B).__dict__, **change})
+    assert direction_state(rep, B, USER).state is expected
 
 
 def test_stopped_direction_is_restarted_not_reconfigured():
-    stopped = sql.ReplicaStatus(**{**healthy(B).__dict__, "io_running": "No",
+    stopped = facts.ReplicaStatus(**{**healthy(B).__dict__, "io_running": "No",
                                    "sql_running": "No"})
     assert kinds(plan(node(A, stopped), node(B, healthy(A)), USER)) == [
         ("start", "k3s-db-01", "k3s-db-02")]
-
-
-def _srv(name, status, backup=False):
-    from tasks.facts.haproxy import ServerStat
-    return ServerStat(proxy="k3s-db", server=name, backup=backup, status=status,
-                      check="L7OK 0", since="1s")
-
-
-def test_writer_is_the_first_up_primary_else_the_first_up_backup():
-    from tasks.db.tasks import writer
-    names = {"k3s-db-01", "k3s-db-02"}
-    assert writer([_srv("k3s-db-01", "UP"), _srv("k3s-db-02", "UP", True)], names) == "k3s-db-01"
-    assert writer([_srv("k3s-db-02", "UP", True), _srv("k3s-db-01", "DOWN")], names) == "k3s-db-02"
-    assert writer([_srv("k3s-db-01", "DOWN"), _srv("k3s-db-02", "MAINT", True)],
-                  names) == "none (all DOWN)"
-
-
-def test_a_preferred_server_still_rising_means_the_writer_is_not_settled():
-    # seen in the lab: both nodes rising together, the backup got UP a check earlier and
-    # held the writes for a second before the primary took them over
-    from tasks.db.tasks import rising_ahead
-    names = {"k3s-db-01", "k3s-db-02"}
-    assert rising_ahead([_srv("k3s-db-01", "DOWN 29/30"), _srv("k3s-db-02", "UP", True)],
-                        names) == "k3s-db-01"
-    assert rising_ahead([_srv("k3s-db-01", "DOWN"), _srv("k3s-db-02", "UP", True)],
-                        names) is None                         # primary failing: backup stays
-    assert rising_ahead([_srv("k3s-db-01", "UP"), _srv("k3s-db-02", "DOWN 3/30", True)],
-                        names) is None                         # a rising backup changes nothing
-    assert rising_ahead([_srv("k3s-db-01", "DOWN 0/30")], names) is None

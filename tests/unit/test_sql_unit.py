@@ -1,15 +1,16 @@
 """Per-dialect SQL against golden files, and the status parsers on both spellings.
 
 Goldens: tests/golden/sql/<dialect>.sql. After a deliberate change, regenerate with
-K3S_HA_UPDATE_GOLDEN=1 and review the diff against the vendors' documented syntax.
+`pytest tests/unit --update-golden` and review the diff against the vendors' documented
+syntax (an environment variable can no longer rewrite them behind a run's back).
 """
-import os
 from pathlib import Path
 
 import pytest
 
 from tasks.core import render
 from tasks.db import sql
+from tasks.facts import mysql as facts
 from tasks.core.errors import InputError
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "sql"
@@ -53,23 +54,23 @@ def script(d: sql.Dialect) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(DIALECTS))
-def test_sql_matches_golden(name):
+def test_sql_matches_golden(name, request):
     d = sql.parse_version(DIALECTS[name])
     got = script(d)
     path = GOLDEN / f"{name}.sql"
-    if os.environ.get("K3S_HA_UPDATE_GOLDEN"):
+    if request.config.getoption("--update-golden"):
         path.write_text(got)
     assert got == path.read_text(), f"{name}: generated SQL differs from {path}"
 
 
 @pytest.mark.parametrize("name", sorted(DIALECTS))
-def test_config_matches_golden(name):
+def test_config_matches_golden(name, request):
     d = sql.parse_version(DIALECTS[name])
     vals = sql.server_config(d, server_id=2, bind_address="0.0.0.0", port=3306,
                              semi_sync=True, timeout_ms=10000, gtid=False)
     got = render.render("db-k3s-ha.cnf.j2", **vals)
     path = GOLDEN / f"{name}.cnf"
-    if os.environ.get("K3S_HA_UPDATE_GOLDEN"):
+    if request.config.getoption("--update-golden"):
         path.write_text(got)
     assert got == path.read_text()
 
@@ -133,14 +134,14 @@ NEW = {  # MySQL 8.0.22+ SHOW REPLICA STATUS
 
 
 def test_parser_legacy_spelling_healthy():
-    s = sql.parse_replica_status([LEGACY])
+    s = facts.parse_replica_status([LEGACY])
     assert s.configured and s.healthy and s.drained
     assert (s.source_host, s.source_user, s.source_port, s.lag) == ("10.80.0.32", "repl", 3306, 0)
     assert s.state.startswith("Waiting")
 
 
 def test_parser_new_spelling_in_error():
-    s = sql.parse_replica_status([NEW])
+    s = facts.parse_replica_status([NEW])
     assert s.configured and not s.healthy and not s.drained
     assert s.sql_running == "No" and s.last_sql_errno == 1062 and s.lag is None
     assert (s.read_pos, s.exec_pos, s.source_log_file) == (1500, 1400, "binlog.000003")
@@ -148,7 +149,7 @@ def test_parser_new_spelling_in_error():
 
 
 def test_parser_not_configured_and_text_outputs():
-    assert not sql.parse_replica_status([]).configured
+    assert not facts.parse_replica_status([]).configured
     vertical = ("*************************** 1. row ***************************\n"
                 "             Slave_IO_State: Connecting to master\n"
                 "                Master_Host: 10.80.0.31\n"
@@ -156,17 +157,17 @@ def test_parser_not_configured_and_text_outputs():
                 "          Slave_SQL_Running: Yes\n"
                 "              Last_IO_Errno: 2003\n"
                 "              Last_IO_Error: error connecting to master\n")
-    s = sql.parse_replica_status(sql.parse_text_status(vertical))
+    s = facts.parse_replica_status(facts.parse_text_status(vertical))
     assert s.io_running == "Connecting" and s.last_io_errno == 2003 and not s.healthy
     batch = "Replica_IO_Running\tReplica_SQL_Running\tSource_Host\nYes\tYes\th1\n"
-    s = sql.parse_replica_status(sql.parse_text_status(batch))
+    s = facts.parse_replica_status(facts.parse_text_status(batch))
     assert (s.io_running, s.sql_running, s.source_host) == ("Yes", "Yes", "h1")
 
 
 def test_binlog_and_dump_coords():
-    assert sql.parse_binlog_status([{"File": "mysql-bin.000002", "Position": 869}]) == (
+    assert facts.parse_binlog_status([{"File": "mysql-bin.000002", "Position": 869}]) == (
         "mysql-bin.000002", 869)
-    assert sql.parse_binlog_status([]) is None
+    assert facts.parse_binlog_status([]) is None
     maria = "-- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000004', MASTER_LOG_POS=342;\n"
     mysql = "-- CHANGE REPLICATION SOURCE TO SOURCE_LOG_FILE='binlog.000009', SOURCE_LOG_POS=157;"
     assert sql.parse_dump_coords(maria) == ("mysql-bin.000004", 342)
@@ -179,7 +180,7 @@ def test_health_script_renders_valid_python_answering_only_the_balancers():
     from pathlib import Path
 
     from tasks.core import inventory
-    from tasks.db import tasks as db
+    from tasks.db import health as db
     inv = inventory.load(Path(__file__).resolve().parents[2] / "hosts.toml")
     h = inv.host("k3s-db-01")
     allowed = db.health_allowed(inv, h)

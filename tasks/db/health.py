@@ -1,0 +1,45 @@
+"""The replication-aware HTTP health endpoint HAProxy's httpchk asks on each db host.
+
+A small Python program (files/db-health.py.j2) run by systemd: 200 when the replica's
+threads run and it has applied what it received, 503 otherwise; it answers only the
+datastore balancers, the host itself and localhost.
+"""
+from __future__ import annotations
+
+from fabric import Connection
+
+from ..core import render
+from ..core.inventory import Host, Inventory
+from ..core.ops import ensure_file, ensure_service
+from ..core.run import Run
+from ..core.ssh import sh
+from ..facts.mysql import server_version
+from . import sql
+
+HEALTH_BIN = "/usr/local/bin/k3s-ha-db-health"
+HEALTH_UNIT = "/etc/systemd/system/k3s-ha-db-health.service"
+
+
+def health_allowed(inv: Inventory, h: Host) -> list[str]:
+    """Addresses the health endpoint on `h` answers: the datastore balancers, `h`, localhost."""
+    return sorted({"127.0.0.1", h.address}
+                  | {b.address for b in inv.with_role("db-balancer")})
+
+
+def health_script(inv: Inventory, h: Host, d: sql.Dialect) -> str:
+    return render.render("db-health.py.j2", port=inv.db["health_port"],
+                         status_sql=sql.show_replica_status(d),
+                         allowed=repr(health_allowed(inv, h)))
+
+
+def ensure_health(r: Run, conn: Connection, h: Host) -> None:
+    """Script and unit in place, the service running; restarted only when one changed."""
+    script = health_script(r.inv, h, server_version(conn, h.name))
+    unit = render.render("db-health.service")
+    ch = r.step(h, "health script", lambda: ensure_file(conn, HEALTH_BIN, script,
+                                                        mode="0755"))
+    cu = r.step(h, "health unit", lambda: ensure_file(conn, HEALTH_UNIT, unit))
+    if cu:
+        sh(conn, "systemctl daemon-reload")
+    r.step(h, "service k3s-ha-db-health", lambda: ensure_service(
+        conn, "k3s-ha-db-health", changed_inputs=ch or cu))

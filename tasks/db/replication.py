@@ -1,0 +1,218 @@
+"""Master-master replication: a typed plan (pure) and its executor, kept apart.
+
+`direction_state` judges one replica -> source direction from what the replica reports;
+`plan` turns both directions and the two nodes' data into `Action`s, or raises Refused
+when going on could lose or duplicate rows (k3s-ha never re-points, resets or skips).
+`execute` sends each action's SQL to its replica; `ensure_repl_user` and
+`ensure_semi_sync` converge the per-node settings the directions rely on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Any, Callable, Protocol
+
+from ..core.errors import Refused, StepFailed
+from ..core.inventory import Host, Inventory
+from ..facts import mysql as facts
+from . import sql
+from .session import Node
+
+
+class State(Enum):
+    OK = "ok"
+    MISSING = "missing"     # never configured: set it up from the source's coordinates
+    REPAIR = "repair"       # wrong user or refused login: new credentials, same position
+    KICK = "kick"           # IO thread stuck connecting: reconnect it
+    START = "start"         # configured and stopped: start it
+    REFUSE = "refuse"       # not ours to fix (foreign source, SQL error)
+
+
+@dataclass(frozen=True)
+class Direction:
+    state: State
+    why: str = ""           # for REFUSE: what is wrong and the fix
+
+
+class Kind(Enum):
+    SEED = "seed"           # load the source's data into the empty replica first
+    CONFIGURE = "configure"
+    REPAIR = "repair"
+    KICK = "kick"
+    START = "start"
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Kind
+    replica: Node
+    source: Node
+
+
+_KIND = {State.MISSING: Kind.CONFIGURE, State.REPAIR: Kind.REPAIR, State.KICK: Kind.KICK,
+         State.START: Kind.START}
+
+
+def direction_state(rep: facts.ReplicaStatus, peer: Host, user: str) -> Direction:
+    """The state of one replica -> source direction (pure)."""
+    if not rep.configured:
+        return Direction(State.MISSING)
+    if rep.source_host != peer.address:
+        return Direction(State.REFUSE, (
+            f"it replicates from {rep.source_host}, not from its peer {peer.name} "
+            f"({peer.address}); k3s-ha does not re-point a configured replica"))
+    if rep.last_sql_errno or rep.sql_running not in ("Yes", "No"):
+        return Direction(State.REFUSE, (
+            f"replica in error ({rep.describe()}); k3s-ha never resets or skips events. "
+            "Fix: compare the rows named in the error on both nodes (fab db.checksum), "
+            "repair by hand, START REPLICA, then run db.replicate again"))
+    if rep.source_user != user or rep.last_io_errno in (1045, 1044):
+        return Direction(State.REPAIR)
+    if rep.last_io_errno or rep.io_running == "Connecting":
+        return Direction(State.KICK)
+    if rep.io_running != "Yes" or rep.sql_running != "Yes":
+        return Direction(State.START)
+    return Direction(State.OK)
+
+
+def plan(a: Node, b: Node, user: str) -> list[Action]:
+    """Actions to reach healthy master-master from both nodes' facts; raises Refused."""
+    assert a.facts is not None and b.facts is not None
+    states: dict[str, State] = {}
+    for x, y in ((a, b), (b, a)):
+        assert x.facts is not None
+        st = direction_state(x.facts.replica, y.host, user)
+        if st.state is State.REFUSE:
+            raise Refused(f"{x.name}: {st.why}")
+        states[x.name] = st.state
+    actions = _seeding(a, b, [x for x in (a, b) if states[x.name] is State.MISSING])
+    for x, y in ((a, b), (b, a)):
+        if states[x.name] is not State.OK:
+            actions.append(Action(_KIND[states[x.name]], x, y))
+    return actions
+
+
+def _seeding(a: Node, b: Node, missing: list[Node]) -> list[Action]:
+    """A seed action when one node alone holds data and neither direction exists yet."""
+    assert a.facts is not None and b.facts is not None
+    if not missing or a.facts.data == b.facts.data:
+        return []
+    # the seed source: the only node with rows, else the only node with tables
+    full = ([x for x in (a, b) if x.facts and x.facts.has_data]
+            or [x for x in (a, b) if x.facts and x.facts.data])
+    if len(missing) == 2 and len(full) == 1:
+        return [Action(Kind.SEED, b if full[0] is a else a, full[0])]
+    diff = sorted(t for t in set(a.facts.data) | set(b.facts.data)
+                  if a.facts.data.get(t) != b.facts.data.get(t))
+    raise Refused(
+        f"{a.name} and {b.name} hold different data ({', '.join(diff[:8])}) and "
+        "replication is not set up both ways: joining them would lose or duplicate "
+        "rows. Fix: decide which node is right, empty the other one's databases "
+        "(keep a dump), then run db.replicate again to seed it from the right one")
+
+
+def relogin(actions: list[Action], replica: Node, source: Node) -> list[Action]:
+    """After `source` got a new replication password, `replica` must log in anew: its
+    kick/start becomes a repair, and a healthy direction gets one (pure)."""
+    mine = [x for x in actions if x.replica is replica]
+    if not mine:
+        return actions + [Action(Kind.REPAIR, replica, source)]
+    return [replace(x, kind=Kind.REPAIR) if x.replica is replica
+            and x.kind in (Kind.KICK, Kind.START) else x for x in actions]
+
+
+# ------------------------------------------------------------------ execution
+class Steps(Protocol):
+    dry: bool
+
+    def step(self, host: Host, step: str, fn: Callable[[], Any]) -> Any: ...
+
+
+def execute(r: Steps, actions: list[Action], inv: Inventory, user: str, password: str,
+            seed: Callable[[Node, Node], tuple[str, int]]) -> None:
+    """Seeds first (their coordinates start the seeded replica), then each direction."""
+    coords: dict[str, tuple[str, int]] = {}
+    for x in actions:
+        if x.kind is Kind.SEED:
+            coords[x.replica.name] = ("", 4) if r.dry else r.step(
+                x.replica.host, f"seed from {x.source.name}", lambda x=x: seed(x.replica,
+                                                                              x.source))
+    for x in actions:
+        if x.kind is not Kind.SEED:
+            r.step(x.replica.host, _label(x),
+                   lambda x=x: _apply(x, inv, user, password, coords) or True)
+
+
+def _label(x: Action) -> str:
+    step = f"replica of {x.source.name}"
+    return {Kind.CONFIGURE: step, Kind.REPAIR: step + " (credentials)",
+            Kind.KICK: step + " (reconnect)", Kind.START: step + " (start)"}[x.kind]
+
+
+def _apply(x: Action, inv: Inventory, user: str, password: str,
+           coords: dict[str, tuple[str, int]]) -> None:
+    """The SQL of one action, sent to its replica."""
+    n, d = x.replica, x.replica.d
+    if x.kind is Kind.CONFIGURE:
+        fpos = coords.get(n.name) or facts.binlog_position(x.source)
+        if fpos is None:
+            raise StepFailed(f"{x.source.name}: binary log is off. Fix: fab db.configure")
+        n.write(sql.change_source(d, host=x.source.host.address, port=inv.db["port"],
+                                  user=user, password=password, log_file=fpos[0],
+                                  log_pos=fpos[1], gtid=inv.db["gtid"]))
+    elif x.kind is Kind.REPAIR:
+        n.write(sql.stop_replica(d))
+        n.write(sql.change_source(d, user=user, password=password))
+    elif x.kind is Kind.KICK:
+        n.write(sql.stop_replica(d, "IO_THREAD"))
+    n.write(sql.start_replica(d))
+
+
+def ensure_repl_user(n: Node, peer: Host, user: str, pw: str) -> bool:
+    """The replication user on `n`, for its peer's address only; True if (re)created."""
+    rows = n.q("SELECT COUNT(*) c FROM mysql.user WHERE User=%s AND Host=%s",
+               (user, peer.address))
+    if rows[0]["c"]:
+        if not n.d.mariadb:
+            return False
+        if n.q("SELECT authentication_string = PASSWORD(%s) AS same FROM mysql.user "
+               "WHERE User=%s AND Host=%s", (pw, user, peer.address))[0]["same"]:
+            return False
+    unlogged(n, sql.replication_user_sql(n.d, user, peer.address, pw))
+    return True
+
+
+def unlogged(n: Node, stmts: list[str]) -> None:
+    """Statements for this node only (kept out of the binlog)."""
+    n.write("SET SESSION sql_log_bin = 0")
+    for stmt in stmts:
+        n.write(stmt)
+    n.write("SET SESSION sql_log_bin = 1")
+
+
+def ensure_semi_sync(n: Node, inv: Inventory) -> bool:
+    names = sql.semi_sync_names(n.d)
+    if inv.db["semi_sync"]:
+        want = sql.semi_sync_settings(n.d, inv.db["semi_sync_timeout_ms"])
+    else:
+        want = {names["source_enabled"]: "OFF", names["replica_enabled"]: "OFF"}
+    changed = False
+    if inv.db["semi_sync"]:
+        have = {x["PLUGIN_NAME"] for x in n.q(
+            "SELECT PLUGIN_NAME FROM information_schema.PLUGINS WHERE PLUGIN_NAME LIKE "
+            "'rpl_semi_sync%%'")}
+        for name, lib in sql.semi_sync_plugins(n.d):
+            if name not in have:
+                n.write(sql.install_plugin(name, lib))
+                changed = True
+    cur = {x["Variable_name"].lower(): str(x["Value"]).upper() for x in n.q(
+        "SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync%%'")}
+    for k, v in want.items():
+        if cur.get(k) != v.upper():
+            n.write(sql.set_global(k, v))
+            changed = True
+            if (k == names["replica_enabled"] and n.facts is not None
+                    and n.facts.replica.io_running == "Yes"):
+                n.write(sql.stop_replica(n.d, "IO_THREAD"))  # applies on reconnect
+                n.write(sql.start_replica(n.d, "IO_THREAD"))
+    return changed

@@ -1,0 +1,115 @@
+"""Which database host the datastore VIP sends writes to, as HAProxy itself reports it.
+
+The balancer holding the datastore VIP is found by asking each db-balancer whether the
+address is on one of its interfaces; its HAProxy's runtime API (`show stat`) then says
+which servers are UP. With `balance first` and `backup`, writes go to the first UP primary,
+else the first UP backup. Read-only; used by db.status, cluster.deploy's wait and the drill.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from ..core.run import Run, poll
+from ..core.ssh import sh
+from .haproxy import ServerStat, show_stat
+
+
+@dataclass(frozen=True)
+class Writer:
+    """host: the db host writes go to (None: no writer); via: the VIP holder asked;
+    known: its HAProxy answered (False: the writer is unknown); reason: why no writer."""
+    host: str | None
+    via: str | None
+    known: bool = True
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class VipView:
+    """The datastore backend as the VIP holder's HAProxy sees it (servers None: unread)."""
+    servers: list[ServerStat] | None
+    via: str | None
+    reason: str = ""
+
+
+def holds_vip(r: Run, balancer: str, address: str) -> bool:
+    conn = r.conn(r.inv.host(balancer))
+    return sh(conn, f"ip -o addr show | grep -qw {shlex.quote(address)}",
+              warn=True, write=False).exited == 0
+
+
+def vip_servers(r: Run) -> VipView:
+    """Ask each db-balancer in turn; the first holding the VIP answers for HAProxy."""
+    vip = r.inv.vip_for_role("db-balancer")
+    if vip is None:
+        return VipView(None, None, "no datastore VIP in the inventory")
+    for b in r.inv.with_role("db-balancer"):
+        try:
+            if not holds_vip(r, b.name, vip.address):
+                continue
+            servers = show_stat(r.conn(b))
+        except Exception as e:  # noqa: BLE001 - an observation, never a failure
+            return VipView(None, b.name, f"{b.name}: {e}")
+        if servers is None:
+            return VipView(None, b.name, f"{b.name}: no HAProxy admin socket")
+        return VipView(servers, b.name)
+    return VipView(None, None, "no balancer holds the datastore VIP")
+
+
+def _order(servers: list[ServerStat], db_names: set[str]) -> list[ServerStat]:
+    """Datastore servers in HAProxy's order of preference: primaries, then backups."""
+    mine = [x for x in servers if x.server in db_names]
+    return [x for x in mine if not x.backup] + [x for x in mine if x.backup]
+
+
+def writer(servers: list[ServerStat], db_names: set[str]) -> str | None:
+    """The server HAProxy's `balance first` + `backup` sends writes to: the first UP
+    primary, else the first UP backup; None when none is UP."""
+    for x in _order(servers, db_names):
+        if x.status.startswith("UP"):
+            return x.server
+    return None
+
+
+def rising_ahead(servers: list[ServerStat], db_names: set[str]) -> str | None:
+    """A server HAProxy prefers to the current writer that is passing checks on its way up
+    ("DOWN 6/30"): once up it takes the writes over (on-marked-up). None if there is none."""
+    for x in _order(servers, db_names):
+        if x.status.startswith("UP"):
+            return None
+        m = re.fullmatch(r"DOWN (\d+)/\d+", x.status)
+        if m and int(m.group(1)) > 0:
+            return x.server
+    return None
+
+
+def _db_names(r: Run) -> set[str]:
+    return {h.name for h in r.inv.with_role("db")}
+
+
+def of_view(view: VipView, names: set[str]) -> Writer:
+    """The writer a VipView names (pure)."""
+    if view.servers is None:
+        return Writer(None, view.via, known=False, reason=view.reason)
+    who = writer(view.servers, names)
+    return Writer(who, view.via, reason="" if who else "all DOWN")
+
+
+def find_writer(r: Run) -> Writer:
+    return of_view(vip_servers(r), _db_names(r))
+
+
+def wait_writer(r: Run, timeout: float) -> Writer:
+    """Poll the VIP holder until HAProxy admits a writer (a returning server needs `rise`
+    checks) and no server it prefers is still rising, so the writer named is the one that
+    stays; the last answer when the timeout passes first."""
+    names = _db_names(r)
+
+    def settled(view: VipView) -> bool:
+        return (view.servers is not None and writer(view.servers, names) is not None
+                and rising_ahead(view.servers, names) is None)
+
+    _, view = poll(lambda: vip_servers(r), timeout=timeout, interval=2, until=settled)
+    return of_view(view, names)

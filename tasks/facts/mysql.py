@@ -1,0 +1,200 @@
+"""MySQL/MariaDB as the server itself reports it: read-only probes and pure parsers.
+
+Replication status (either column spelling: Slave_*/Master_* and Replica_*/Source_*),
+binlog position, semi-sync state, read_only, version and table checksums. Used by
+`db.status`, by db.replicate's plan and waits, and by the failover drill. Probes take a
+session with `.q(sql, args)` and `.d` (its Dialect), e.g. tasks.db.session.Node.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol
+
+from fabric import Connection
+
+from ..core.errors import StepFailed
+from ..core.run import poll
+from ..core.ssh import sh
+from ..db import sql
+
+
+class Queryable(Protocol):
+    d: sql.Dialect
+
+    def q(self, stmt: str, args: Any = None) -> list[dict[str, Any]]: ...
+
+
+# ------------------------------------------------------------------ pure parsers
+@dataclass(frozen=True)
+class ReplicaStatus:
+    configured: bool
+    source_host: str = ""
+    source_port: int = 0
+    source_user: str = ""
+    io_running: str = ""  # Yes | No | Connecting
+    sql_running: str = ""
+    lag: int | None = None
+    last_io_errno: int = 0
+    last_io_error: str = ""
+    last_sql_errno: int = 0
+    last_sql_error: str = ""
+    source_log_file: str = ""
+    read_pos: int = 0
+    exec_pos: int = 0
+    relay_source_log_file: str = ""
+    gtid_pos: str = ""
+    state: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return (self.configured and self.io_running == "Yes" and self.sql_running == "Yes"
+                and not self.last_io_errno and not self.last_sql_errno)
+
+    @property
+    def drained(self) -> bool:
+        """Everything received has been applied."""
+        return (self.relay_source_log_file == self.source_log_file
+                and self.exec_pos == self.read_pos)
+
+    def describe(self) -> str:
+        s = f"IO={self.io_running or '-'} SQL={self.sql_running or '-'}"
+        if self.last_io_errno:
+            s += f", IO error {self.last_io_errno}: {self.last_io_error}"
+        if self.last_sql_errno:
+            s += f", SQL error {self.last_sql_errno}: {self.last_sql_error}"
+        return s
+
+
+def _pick(row: Mapping[str, Any], *names: str) -> Any:
+    for n in names:
+        if n in row:
+            return row[n]
+    return None
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_replica_status(rows: list[Mapping[str, Any]]) -> ReplicaStatus:
+    """SHOW SLAVE/REPLICA STATUS (first channel), either spelling; no rows = not configured."""
+    if not rows:
+        return ReplicaStatus(configured=False)
+    r = rows[0]
+
+    def g(suffix: str, legacy: str, new: str) -> Any:
+        return _pick(r, legacy + suffix, new + suffix)
+
+    lag = g("", "Seconds_Behind_Master", "Seconds_Behind_Source")
+    host = str(g("_Host", "Master", "Source") or "")
+    return ReplicaStatus(
+        configured=bool(host),
+        source_host=host,
+        source_port=_int(g("_Port", "Master", "Source")),
+        source_user=str(g("_User", "Master", "Source") or ""),
+        io_running=str(g("_IO_Running", "Slave", "Replica") or ""),
+        sql_running=str(g("_SQL_Running", "Slave", "Replica") or ""),
+        lag=None if lag in (None, "", "NULL") else int(lag),
+        last_io_errno=_int(r.get("Last_IO_Errno")),
+        last_io_error=str(r.get("Last_IO_Error") or ""),
+        last_sql_errno=_int(r.get("Last_SQL_Errno")),
+        last_sql_error=str(r.get("Last_SQL_Error") or ""),
+        source_log_file=str(g("_Log_File", "Master", "Source") or ""),
+        read_pos=_int(g("_Log_Pos", "Read_Master", "Read_Source")),
+        exec_pos=_int(g("_Log_Pos", "Exec_Master", "Exec_Source")),
+        relay_source_log_file=str(g("_Log_File", "Relay_Master", "Relay_Source") or ""),
+        gtid_pos=str(_pick(r, "Gtid_IO_Pos", "Executed_Gtid_Set") or ""),
+        state=str(g("_State", "Slave_IO", "Replica_IO") or ""),
+    )
+
+
+def parse_binlog_status(rows: list[Mapping[str, Any]]) -> tuple[str, int] | None:
+    """(File, Position) from SHOW MASTER STATUS / SHOW BINARY LOG STATUS; None = binlog off."""
+    if not rows or not rows[0].get("File"):
+        return None
+    return str(rows[0]["File"]), int(rows[0]["Position"])
+
+
+def parse_text_status(text: str) -> list[dict[str, str]]:
+    """The `\\G` (vertical) or batch (tab-separated, header line) output of the mysql client."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return []
+    if lines[0].lstrip().startswith("*" * 5):
+        rows: list[dict[str, str]] = []
+        for ln in lines:
+            if ln.lstrip().startswith("*" * 5):
+                rows.append({})
+            elif ":" in ln and rows:
+                k, _, v = ln.partition(":")
+                rows[-1][k.strip()] = v.strip()
+        return rows
+    head = lines[0].split("\t")
+    return [dict(zip(head, ln.split("\t"))) for ln in lines[1:]]
+
+
+@dataclass(frozen=True)
+class SemiSync:
+    source_on: bool       # the source side is waiting for acks (not fallen back to async)
+    clients: str          # replicas acknowledging, "?" when not reported
+
+
+def parse_semi_sync(rows: list[Mapping[str, Any]], d: sql.Dialect) -> SemiSync:
+    """SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync%' rows, either naming."""
+    names = sql.semi_sync_names(d)
+    st = {str(x["Variable_name"]): str(x["Value"]) for x in rows}
+    return SemiSync(source_on=st.get(names["source_status"]) == "ON",
+                    clients=st.get(names["clients"], "?"))
+
+
+# ------------------------------------------------------------------ probes
+def server_version(conn: Connection, name: str) -> sql.Dialect:
+    """Flavor and version, asked as root over the local socket."""
+    res = sh(conn, "mysql -NBe 'SELECT VERSION()'", warn=True, write=False)
+    if res.exited != 0:
+        raise StepFailed(f"{name}: mysqld does not answer on its local socket "
+                         f"({(res.stderr or res.stdout).strip()[:200] or 'no output'}). "
+                         "Fix: fab db.install, then check `systemctl status mariadb`/`mysql`")
+    return sql.parse_version(res.stdout.strip())
+
+
+def replica_status(s: Queryable) -> ReplicaStatus:
+    return parse_replica_status(s.q(sql.show_replica_status(s.d)))
+
+
+def binlog_position(s: Queryable) -> tuple[str, int] | None:
+    return parse_binlog_status(s.q(sql.show_binlog_status(s.d)))
+
+
+def semi_sync(s: Queryable) -> SemiSync:
+    return parse_semi_sync(s.q("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync%%'"), s.d)
+
+
+def read_only(s: Queryable) -> bool:
+    return bool(s.q("SELECT @@GLOBAL.read_only AS ro")[0]["ro"])
+
+
+def table_checksums(s: Queryable) -> dict[str, int]:
+    """CHECKSUM TABLE of every user table, by `schema`.`table`."""
+    rows = s.q("SELECT TABLE_SCHEMA s, TABLE_NAME t FROM information_schema.TABLES WHERE "
+               "TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN %s ORDER BY 1, 2",
+               (sql.SYSTEM_SCHEMAS,))
+    names = [f"{sql.ident(x['s'])}.{sql.ident(x['t'])}" for x in rows]
+    if not names:
+        return {}
+    out = s.q("CHECKSUM TABLE " + ", ".join(names))
+    return {name: int(row["Checksum"] or 0) for name, row in zip(names, out)}
+
+
+def has_rows(s: Queryable, tables: list[str]) -> bool:
+    return any(s.q(f"SELECT EXISTS(SELECT 1 FROM {t}) AS x")[0]["x"] for t in tables)
+
+
+def wait_replica_healthy(s: Queryable, timeout: float = 30) -> ReplicaStatus:
+    """The replica status once both threads run without error, or the last one seen."""
+    _, rep = poll(lambda: replica_status(s), timeout=timeout, interval=0.5,
+                  until=lambda rep: rep.healthy and rep.io_running == "Yes")
+    return rep

@@ -1,0 +1,162 @@
+"""Executing the replication plan, the grants and the admin account: which SQL goes to
+which node, recorded by fake sessions (no database, no SSH)."""
+import pytest
+
+from tasks.core.inventory import Host
+from tasks.db import replication, session, sql
+from tasks.db.replication import Action, Kind
+from tasks.db.session import Facts
+from tasks.facts import mysql as facts
+
+A = Host("k3s-db-01", "10.77.0.31", ("db",), server_id=1)
+B = Host("k3s-db-02", "10.77.0.32", ("db",), server_id=2)
+USER, RPW = "repl", "Repl-Pw-1"
+D = sql.parse_version("10.11.6-MariaDB-0+deb12u1-log")
+
+
+class FakeInv:
+    db = {"port": 3306, "gtid": False, "semi_sync": True, "semi_sync_timeout_ms": 3000}
+
+
+class FakeNode:
+    """A node whose session records every statement written and answers queries from
+    `answers` (first matching prefix)."""
+
+    def __init__(self, host, binlog=("mysql-bin.000007", 1234), answers=None):
+        self.host, self.name, self.d = host, host.name, D
+        self.written: list[str] = []
+        self.answers = {sql.show_binlog_status(D): [{"File": binlog[0],
+                                                      "Position": binlog[1]}],
+                        **(answers or {})}
+        self.facts = Facts(replica=facts.ReplicaStatus(configured=False), binlog=binlog,
+                           data={}, has_data=False)
+
+    def q(self, stmt, args=None):
+        for prefix, rows in self.answers.items():
+            if stmt.startswith(prefix):
+                return rows
+        raise AssertionError(f"unexpected query on {self.name}: {stmt}")
+
+    def write(self, stmt, args=None):
+        self.written.append(stmt)
+
+
+class FakeRun:
+    dry = False
+
+    def __init__(self):
+        self.steps = []
+
+    def step(self, host, step, fn):
+        res = fn()
+        self.steps.append((host.name, step, bool(res)))
+        return res
+
+
+def run(actions, seed=None):
+    r = FakeRun()
+    replication.execute(r, actions, FakeInv(), USER, RPW, seed or (lambda e, f: 1 / 0))
+    return r
+
+
+def test_first_run_points_each_replica_at_its_peer_and_starts_it():
+    a, b = FakeNode(A, ("a-bin.000003", 11)), FakeNode(B, ("b-bin.000005", 22))
+    r = run([Action(Kind.CONFIGURE, a, b), Action(Kind.CONFIGURE, b, a)])
+    for n, peer, pos in ((a, B, ("b-bin.000005", 22)), (b, A, ("a-bin.000003", 11))):
+        assert n.written == [
+            sql.change_source(D, host=peer.address, port=3306, user=USER, password=RPW,
+                              log_file=pos[0], log_pos=pos[1]),
+            sql.start_replica(D)], n.name
+        assert f"MASTER_HOST='{n.host.address}'" not in n.written[0]   # never itself
+    assert [s[:2] for s in r.steps] == [("k3s-db-01", "replica of k3s-db-02"),
+                                        ("k3s-db-02", "replica of k3s-db-01")]
+
+
+def test_seeded_replica_starts_from_the_dump_coordinates():
+    empty, full = FakeNode(A), FakeNode(B, ("b-bin.000009", 99))
+    seeded = []
+
+    def seed(e, f):
+        seeded.append((e.name, f.name))
+        return ("b-bin.000009", 4242)
+
+    r = run([Action(Kind.SEED, empty, full), Action(Kind.CONFIGURE, empty, full),
+             Action(Kind.CONFIGURE, full, empty)], seed)
+    assert seeded == [("k3s-db-01", "k3s-db-02")]
+    assert "MASTER_LOG_FILE='b-bin.000009', MASTER_LOG_POS=4242" in empty.written[0]
+    assert empty.written[-1] == sql.start_replica(D)
+    assert r.steps[0] == ("k3s-db-01", "seed from k3s-db-02", True)
+
+
+def test_repair_sets_new_credentials_keeping_the_position():
+    a, b = FakeNode(A), FakeNode(B)
+    run([Action(Kind.REPAIR, a, b)])
+    assert a.written == [sql.stop_replica(D), sql.change_source(D, user=USER, password=RPW),
+                         sql.start_replica(D)]
+    assert "MASTER_HOST" not in a.written[1] and "LOG_POS" not in a.written[1]
+    assert b.written == []
+
+
+@pytest.mark.parametrize("kind,expected", [
+    (Kind.KICK, [sql.stop_replica(D, "IO_THREAD"), sql.start_replica(D)]),
+    (Kind.START, [sql.start_replica(D)]),
+])
+def test_kick_and_start(kind, expected):
+    a, b = FakeNode(A), FakeNode(B)
+    run([Action(kind, a, b)])
+    assert a.written == expected and b.written == []
+
+
+def test_a_new_password_on_the_source_makes_its_replica_log_in_anew():
+    a, b = FakeNode(A), FakeNode(B)
+    assert replication.relogin([], b, a) == [Action(Kind.REPAIR, b, a)]
+    assert replication.relogin([Action(Kind.START, b, a)], b, a) == [Action(Kind.REPAIR, b, a)]
+    keep = [Action(Kind.CONFIGURE, b, a), Action(Kind.START, a, b)]
+    assert replication.relogin(keep, b, a) == keep
+
+
+def test_replication_user_is_granted_to_the_peer_only():
+    n = FakeNode(A, answers={"SELECT COUNT(*) c FROM mysql.user": [{"c": 0}]})
+    assert replication.ensure_repl_user(n, B, USER, RPW) is True
+    accounts = [s for s in n.written if "'repl'@" in s]
+    assert accounts and all(f"'repl'@'{B.address}'" in s for s in accounts), accounts
+    assert not any("'%'" in s for s in n.written)
+    assert any(s.startswith("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'10.77.0.32'")
+               for s in n.written)
+    assert n.written[0] == "SET SESSION sql_log_bin = 0"      # this node only
+
+
+def test_replication_user_with_the_same_password_is_left_alone():
+    n = FakeNode(A, answers={"SELECT COUNT(*) c FROM mysql.user": [{"c": 1}],
+                             "SELECT authentication_string": [{"same": 1}]})
+    assert replication.ensure_repl_user(n, B, USER, RPW) is False and n.written == []
+
+
+def test_admin_password_goes_on_stdin_never_in_the_command(monkeypatch):
+    calls = []
+    monkeypatch.setattr(session, "sh", lambda conn, cmd, **kw: calls.append((cmd, kw)))
+    pw = "Adm1n-S3cret"
+    session.create_admin(object(), D, pw)
+    session.reset_admin(object(), D, pw)
+    assert len(calls) == 2
+    for cmd, kw in calls:
+        assert pw not in cmd and pw in kw["stdin"], cmd
+
+
+def test_admin_password_is_a_login_when_a_node_has_the_account(monkeypatch):
+    asked = []
+    monkeypatch.setattr(session.secrets, "get_secret",
+                        lambda name, inv, yes=False, new=False: asked.append((name, new)) or "x")
+
+    class R:
+        inv, yes = None, False
+
+        def __init__(self, have):
+            self.have = have
+
+        def each(self, hosts, fn):
+            return self.have
+
+    session.admin_password(R({"a": True, "b": False}), [])
+    session.admin_password(R({"a": False, "b": False}), [])
+    assert asked == [("db_admin_password", False), ("db_admin_password", True)]
