@@ -11,6 +11,7 @@ from ..core.errors import StepFailed
 from ..core.inventory import Host
 from ..core.run import Run
 from ..core.ssh import sh
+from ..facts import datastore
 from ..facts.vrrp import vip_holder
 from ..lab import labnet
 from . import hostfault, labcut
@@ -21,13 +22,7 @@ EXPIRE_MARGIN_S = 120  # real hosts: the undo timer fires this long after the pl
 
 def db_writer(r: Run) -> str | None:
     """The db host the datastore VIP sends writes to (HAProxy's own view), or None."""
-    try:
-        from ..facts import datastore  # type: ignore[attr-defined]
-        return datastore.find_writer(r).host
-    except ImportError:  # pragma: no cover - before the db package split
-        from ..db import tasks as db
-        who, _ = db.vip_writes(r)
-        return who if who in r.inv.hosts else None
+    return datastore.find_writer(r).host
 
 
 def resolve(r: Run, target: Target) -> list[Host]:

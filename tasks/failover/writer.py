@@ -26,14 +26,10 @@ from ..core.errors import InputError, StepFailed
 from ..core.inventory import Host, Inventory
 from ..core.ssh import sh
 from ..db import sql
-from ..db.tasks import mysql_connect, q
+from ..db.session import mysql_connect, q
+from ..facts.mysql import parse_replica_status
 from .accounting import Table, Write, WriteOutcome
 from .timeline import Outcome
-
-try:  # the db package split moves the parsers to facts.mysql
-    from ..facts.mysql import parse_replica_status  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - before the split
-    from ..db.sql import parse_replica_status
 
 DATABASE, TABLE, USER, SECRET = "k3sha_drill", "writes", "k3sha_drill", "drill_db_password"
 FQ = f"{sql.ident(DATABASE)}.{sql.ident(TABLE)}"
