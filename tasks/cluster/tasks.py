@@ -3,50 +3,36 @@ from __future__ import annotations
 
 import time
 
-from fabric import Connection
 from invoke import Context
 
-from ..core.errors import InputError, StepFailed
-from ..core.inventory import Host
-from ..core.run import OK, run_session
 from ..core.cli import k3s_task, say
-from ..core.ssh import sh
+from ..core.errors import InputError, StepFailed
+from ..core.run import OK, run_session
 from ..core.secrets import confirm, interactive
 from ..facts import datastore
+from . import preflight
 
 H_DRY = "show what would change (unified diffs), change nothing"
 H_YES = "never prompt: secrets from K3S_HA_* env vars or the secrets file"
 
-NOT_BUILT = ("k3s servers and agents: NOT DEPLOYED - the k3s namespace is not built yet "
-             "(later issue; in the lab it will use a stand-in binary with k3s's CLI, token and "
-             "datastore contract, not k3s itself)")
-
-
 @k3s_task(help={"yes": H_YES})
 def check(c: Context, yes: bool = False) -> None:
-    """Check the inventory, SSH reachability with host keys, and root/sudo on every host."""
+    """Preflight, changing nothing: SSH/root, OS, names, clocks, swap, ports, VIPs, multicast,
+    package sources and disk on every host; any ERROR (shown with its fix) exits 2."""
     with run_session(c, "cluster.check", yes=yes) as r:
         inv = r.inv
         say(f"  inventory: {len(inv.hosts)} hosts, VIPs: "
             + ", ".join(f"{k}={v.address}" for k, v in inv.vips.items()) + " - valid")
-
-        def one(conn: Connection, h: Host) -> None:
-            r.record(h, "ssh + host key", OK)
-            who = sh(conn, "id -u", write=False, warn=True)
-            if who.exited != 0 or who.stdout.strip() != "0":
-                r.record(h, "root/sudo", "failed")
-                raise StepFailed(f"{h.name}: cannot run commands as root (sudo -n failed: "
-                                 f"{(who.stderr or who.stdout).strip()[:200]}). Fix: log in as "
-                                 "root or give the SSH user passwordless sudo")
-            r.record(h, "root/sudo", OK)
-
-        r.each(list(inv.hosts.values()), one)
+        report = preflight.run_checks(r)
+    preflight.print_report(report)
+    preflight.raise_for(report)  # exit 3/1: a host not reachable as root; 2: any ERROR
 
 
 def _steps(c: Context) -> list[tuple[str, object]]:
     from ..balancers import tasks as balancers
     from ..core import inventory
     from ..db import tasks as db
+    from ..k3s import tasks as k3s
 
     inv = inventory.load()
     steps: list[tuple[str, object]] = [
@@ -59,13 +45,18 @@ def _steps(c: Context) -> list[tuple[str, object]]:
     ]
     if inv.db["health_check"] == "http":
         steps.append(("db.health", db.health))
+    steps += [
+        ("datastore writer", wait_datastore_writer),
+        ("k3s.install-server", k3s.install_server),
+        ("k3s.join-agent", k3s.join_agent),
+    ]
     return steps
 
 
 @k3s_task(help={"dry": H_DRY,
                 "yes": H_YES + "; and no question before each step (the guide's flow)"})
 def deploy(c: Context, dry: bool = False, yes: bool = False) -> None:
-    """Deploy the whole HA stack in the guide's order: balancers, databases, (k3s: later).
+    """Deploy the whole HA stack in the guide's order: balancers, databases, k3s servers, agents.
 
     Interactive runs ask before each step, as the guide goes step by step; --yes runs them
     all. Declining stops there and says which task continues from that point.
@@ -85,16 +76,14 @@ def deploy(c: Context, dry: bool = False, yes: bool = False) -> None:
             return
         say(f"\n===== {name}")
         t(c, dry=dry, yes=yes)  # type: ignore[operator]
-    if not dry:
-        _wait_datastore_writer(c, yes)
-    say(f"\n===== k3s\n{NOT_BUILT}")
 
 
-def _wait_datastore_writer(c: Context, yes: bool) -> None:
+def wait_datastore_writer(c: Context, dry: bool = False, yes: bool = False) -> None:
     """HAProxy admits a db server only after `rise` good checks (guide: 30, 2 s apart), and
     the checks fail until db.users created the check user: wait for a writer, so the
-    datastore VIP works when deploy returns."""
-    say("\n===== datastore VIP")
+    datastore VIP works before k3s needs it."""
+    if dry:
+        return
     with run_session(c, "cluster.deploy: datastore VIP", yes=yes) as r:
         rise = r.inv.db["rise"]
         say(f"  waiting for HAProxy to admit a writer (rise {rise} checks, 2 s apart)")
@@ -116,9 +105,14 @@ def status(c: Context, yes: bool = False) -> None:
     """Status of every layer: balancers (VRRP, VIPs, backends), databases, k3s."""
     from ..balancers import tasks as balancers
     from ..db import tasks as db
+    from ..k3s import tasks as k3s
 
     say("===== balancers")
     balancers.status(c, yes=yes)
     say("\n===== databases")
     db.status(c, yes=yes)
-    say(f"\n===== k3s\n{NOT_BUILT}")
+    from ..core import inventory
+
+    lab = inventory.load().is_lab
+    say("\n===== k3s" + (" (the lab runs k3s-ha's stand-in, not k3s)" if lab else ""))
+    k3s.status(c, yes=yes)
