@@ -7,6 +7,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from ..core.inventory.schema import FAILOVER_KINDS
+
 
 class Tier(enum.Enum):
     API = "api"      # the k3s API balancer pair and its VIP
@@ -108,10 +110,7 @@ BY_NAME = {s.name: s for s in SCENARIOS}
 # goals and the published figures (../shared/docs/facts-k3s.md): a datastore switch in well
 # under 10 s (k3s loses its leases at ~10 s), the API VIP under 4 s with the guide's
 # settings, no outage when a node returns. The inventory's [failover] table overrides them.
-MAX_OUTAGE_S = {"haproxy-stopped": 4.0, "balancer-down": 5.0, "balancer-partitioned": 5.0,
-                "primary-down": 10.0, "primary-partitioned": 15.0, "primary-returning": 1.0,
-                "standby-down": 1.0, "replication-cut": 1.0, "server-down": 5.0,
-                "api-hung": 10.0}
+MAX_OUTAGE_S = dict(FAILOVER_KINDS)  # defaults; the inventory's [failover] max_outage_s wins
 MAX_LOST_WRITES = 0
 MAX_DUPLICATES = 0
 

@@ -34,7 +34,7 @@ class Limits:
 
 def limits(raw: dict[str, Any]) -> Limits:
     """Limits from an inventory's raw `[failover]` table (absent keys: the defaults)."""
-    f = raw.get("failover", {}) or {}
+    f = raw.get("failover", {}) or {}  # validated by the inventory rules (failover_limits)
     return Limits({**MAX_OUTAGE_S, **{k: float(v) for k, v in
                                      (f.get("max_outage_s", {}) or {}).items()}},
                   int(f.get("max_lost_writes", MAX_LOST_WRITES)),
