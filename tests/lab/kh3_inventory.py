@@ -17,7 +17,8 @@ def _host(name: str, last: int, role: str, extra: str = "") -> str:
     return f'\n[hosts.{name}]\naddress = "{SUBNET}.{last}"\nroles = ["{role}"]\n{extra}'
 
 
-def inventory_text(with_agent3: bool = False) -> str:
+def inventory_text(with_agent3: bool = False, servers: tuple[str, ...] = SERVERS) -> str:
+    """servers: in the order given (the first one is the "first server")."""
     text = f"""
 [lab]
 enabled = true
@@ -62,15 +63,16 @@ priorities = [100, 90]
     text += _host("k3s-db-balancer-01", 21, "db-balancer")
     text += _host("k3s-db-balancer-02", 22, "db-balancer")
     text += _host(DBS[0], 31, "db", "server_id = 1\n") + _host(DBS[1], 32, "db", "server_id = 2\n")
-    text += _host(SERVERS[0], 41, "k3s-server") + _host(SERVERS[1], 42, "k3s-server")
+    text += "".join(_host(s, 41 + SERVERS.index(s), "k3s-server") for s in servers)
     text += _host(AGENTS[0], 51, "k3s-agent") + _host(AGENTS[1], 52, "k3s-agent")
     if with_agent3:
         text += _host(AGENT3, 53, "k3s-agent")
     return text
 
 
-def write_inventory(folder: Path, with_agent3: bool = False) -> Path:
+def write_inventory(folder: Path, with_agent3: bool = False, servers: tuple[str, ...] = SERVERS,
+                    name: str = "hosts.toml") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "hosts.toml"
-    path.write_text(inventory_text(with_agent3))
+    path = folder / name
+    path.write_text(inventory_text(with_agent3, servers))
     return path

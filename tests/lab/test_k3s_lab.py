@@ -246,15 +246,30 @@ def test_rebuilt_agent_recovered_from_node_password_rejected(lab):
     assert wait_for(lambda: nodes(lab)[A1].is_ready, timeout=30)
 
 
+def nothing_installed(inv, host):
+    present = ssh(inv, host, "test -e /usr/local/bin/k3s || test -e "
+                             "/etc/systemd/system/k3s.service && echo present", check=False)
+    return present.strip() == "" and \
+        ssh(inv, host, "systemctl is-active k3s", check=False).strip() != "active"
+
+
 def test_wrong_token_refused_before_anything_starts(lab):
     held = parse_token(ssh(lab, S1, "cat /var/lib/rancher/k3s/server/token"))
     ok(fab(lab, "k3s.remove-node", "--host", S2, "--yes"))
     ssh(lab, S2, "rm -f /usr/local/bin/k3s")
-    wrong = "wrongtoken" + "0" * 22
-    p = fab(lab, "k3s.join-server", "--host", S2, "--yes", env={"K3S_HA_K3S_TOKEN": wrong})
+    assert nothing_installed(lab, S2)
+    wrong = {"K3S_HA_K3S_TOKEN": "wrongtoken" + "0" * 22}
+    # the first server runs with the cluster's token: the configured one is refused
+    p = fab(lab, "k3s.join-server", "--host", S2, "--yes", env=wrong)
     out = p.stdout + p.stderr
-    assert p.returncode == 2, out
-    assert held.fingerprint() in out and wrong not in out, out
-    assert ssh(lab, S2, "test -e /usr/local/bin/k3s || test -e /etc/systemd/system/k3s.service"
-                        " && echo present", check=False).strip() == "", "something was installed"
-    assert ssh(lab, S2, "systemctl is-active k3s", check=False).strip() != "active"
+    assert p.returncode == 2 and held.fingerprint() in out, out
+    assert wrong["K3S_HA_K3S_TOKEN"] not in out and nothing_installed(lab, S2), out
+    # a new first server (S2 listed first) with that token: the datastore's bootstrap key
+    # is another token's, named by the fingerprint of the server that runs with it
+    other = write_inventory(lab.path.parent, with_agent3=True, servers=(S2, S1),
+                            name="s2-first.toml")
+    p = fab(inventory.load(other), "k3s.install-server", "--yes", env=wrong,
+            label="install-server, wrong token, new first server")
+    out = p.stdout + p.stderr
+    assert p.returncode == 2 and "bootstrap data already found" in out, out
+    assert f"{held.fingerprint()}, as on {S1}" in out and nothing_installed(lab, S2), out
