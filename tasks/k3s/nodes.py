@@ -148,15 +148,20 @@ def wait_ready(r: Run, conn: Connection, spec: NodeSpec, api: Connection, since:
     api_error: list[str] = []
 
     def state() -> bool | facts.Problem:
-        try:
-            n = facts.node(api, host.name)
-            if n is not None and n.is_ready:
-                return True
-        except StepFailed as e:  # the API is not up yet: keep the last answer for the error
-            api_error[:] = [str(e)]
+        # the journal first, and the unit itself: a node object left by a rebuilt host
+        # stays Ready in the API for ~40 s while the new k3s is being rejected
         fatal = [p for p in facts.parse_problems(facts.journal(conn, unit, since=since))
                  if p in FATAL]
-        return fatal[-1] if fatal else False
+        if fatal:
+            return fatal[-1]
+        if facts.unit_active(conn, unit) != "active":  # Type=notify: active once joined
+            return False
+        try:
+            n = facts.node(api, host.name)
+            return n is not None and n.is_ready
+        except StepFailed as e:  # the API is not up yet: keep the last answer for the error
+            api_error[:] = [str(e)]
+            return False
 
     met, last = poll(state, timeout=timeout, interval=2,
                      until=lambda v: v is True or isinstance(v, facts.Problem))
