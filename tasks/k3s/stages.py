@@ -9,7 +9,7 @@ from fabric import Connection
 from ..core.cli import say
 from ..core.errors import StepFailed
 from ..core.inventory import Host, Inventory
-from ..core.run import Run
+from ..core.run import CHANGED, Run
 from ..core.secrets import get_secret
 from ..core.ssh import connect, open_checked
 from ..facts import k3s as facts
@@ -80,6 +80,10 @@ def agents_stage(r: Run, names: list[str] | None = None,
     first = first_server(inv)
     kind = Kind.AGENT if inv.cluster.get("agent_token", False) else Kind.SERVER
     if on_server(r.conn(first), kind) is None:
+        if r.dry:  # cluster.deploy --dry on a fresh cluster: the servers are only planned
+            for h in targets:
+                r.record(h, "k3s-agent join", CHANGED, "dry run: after the servers")
+            return
         raise StepFailed(f"{first.name} has no {kind.path}: the servers are not installed "
                          "yet. Fix: fab k3s.install-server first")
     token = token_for(inv, r.conn(first), kind, yes=r.yes)
