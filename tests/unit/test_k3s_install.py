@@ -232,3 +232,21 @@ def _real(inv: inventory.Inventory, server: FakeHost) -> Run:
     r = Run(Context(), "t", inv=inv)  # not dry
     r._conns["k3s-server-01"] = server
     return r
+
+
+def test_datastore_not_readable_is_said_in_a_dry_run_and_fails_a_real_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.k3s import bootstrap, stages
+
+    def unreadable(*a: Any, **k: Any) -> list[str]:
+        raise stages.StepFailed("cannot read the datastore through the VIP")
+
+    monkeypatch.setattr(bootstrap, "read_keys", unreadable)
+    inv = _inv()
+    server = FakeHost("k3s-server-01")
+    dry = Run(Context(), "t", inv=inv, dry=True)
+    dry._conns["k3s-server-01"] = server
+    object.__setattr__(server, "is_connected", True)
+    stages.check_datastore(dry, inv.host("k3s-server-01"), TOKEN, DB_PW)
+    with pytest.raises(stages.StepFailed, match="through the VIP"):
+        stages.check_datastore(_real(inv, server), inv.host("k3s-server-01"), TOKEN, DB_PW)
