@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import tomllib
+from contextlib import contextmanager
 from pathlib import Path
 
 import pymysql
@@ -20,6 +21,7 @@ import pytest
 
 from tasks.core import inventory
 from tasks.core import ssh as cssh
+from tasks.core.run import poll
 from tasks.db import tasks as dbtasks
 from tasks.facts.k3s import parse_nodes
 from tasks.k3s.token import parse_token
@@ -36,15 +38,22 @@ DEPLOY = ("balancers.deploy", "db.install", "db.secure", "db.configure", "db.rep
           "db.users")
 
 
-def fab(inv, *args, env=None, timeout=600, label=""):
-    e = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
-    e["K3S_HA_INVENTORY"] = str(inv.path)
-    e.update(env or {})
+@contextmanager
+def timed(label):
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "fabric", *args], cwd=ROOT, env=e, text=True,
-                       capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    TIMINGS[label or " ".join(args)] = time.monotonic() - t0
-    return p
+    try:
+        yield
+    finally:
+        TIMINGS[label] = time.monotonic() - t0
+
+
+def fab(inv, *args, env=None, timeout=600, label=""):
+    """`fab ARGS` on this inventory, K3S_HA_* of this shell left out (secrets: the file)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
+    with timed(label or " ".join(args)):
+        return subprocess.run([sys.executable, "-m", "fabric", *args], cwd=ROOT, text=True,
+                              env={**clean, "K3S_HA_INVENTORY": str(inv.path), **(env or {})},
+                              capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def ok(p):
@@ -71,12 +80,8 @@ def ssh(inv, host, cmd, check=True, timeout=120):
 
 
 def wait_for(fn, timeout=60.0, every=1.0):
-    end = time.monotonic() + timeout
-    while True:
-        val = fn()
-        if val or time.monotonic() > end:
-            return val
-        time.sleep(every)
+    """fn() until truthy (tasks.core.run.poll: an exception is "not yet" until the end)."""
+    return poll(fn, timeout=timeout, interval=every)[1]
 
 
 def writer_answers(inv) -> bool:
@@ -98,20 +103,17 @@ def writer_answers(inv) -> bool:
 def kh3(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
-    folder = tmp_path_factory.mktemp("kh3")
-    inv = inventory.load(write_inventory(folder))
+    inv = inventory.load(write_inventory(tmp_path_factory.mktemp("kh3")))
     try:
-        t0 = time.monotonic()
-        labnet.up(inv, log=lambda m: None)
-        TIMINGS["lab up"] = time.monotonic() - t0
+        with timed("lab up"):
+            labnet.up(inv, log=lambda m: None)
         for task in DEPLOY:
             ok(fab(inv, task, "--yes"))
-        t0 = time.monotonic()
-        assert wait_for(lambda: writer_answers(inv), timeout=90), "datastore VIP: no writer"
-        TIMINGS["datastore writer"] = time.monotonic() - t0
+        with timed("datastore writer"):
+            assert wait_for(lambda: writer_answers(inv), timeout=90), "datastore VIP: no writer"
         yield inv
-    finally:
-        labnet.down(inventory.load(inv.path), log=lambda m: None)  # agent-03 added or not
+    finally:  # torn down whatever happened; agent-03 added to the inventory or not
+        labnet.down(inventory.load(inv.path), log=lambda m: None)
         print("\nTIMINGS " + ", ".join(f"{k}: {v:.1f}s" for k, v in TIMINGS.items()))
 
 
