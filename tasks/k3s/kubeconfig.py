@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
+from typing import Callable
 
 from ..core.errors import StepFailed
 from ..core.inventory import Inventory
@@ -21,6 +23,29 @@ _NAMED = re.compile(r"^(\s*(?:-\s+)?(?:name|cluster|user|current-context):\s*)de
 def context_name(inv: Inventory) -> str:
     base = inv.lab.get("name") if inv.is_lab else inv.path.stem
     return f"k3s-ha-{base}"
+
+
+def resolves(name: str) -> bool:
+    """Whether this machine (where kubectl will run) resolves `name`."""
+    try:
+        return bool(socket.getaddrinfo(name, None))
+    except (socket.gaierror, UnicodeError):
+        return False
+
+
+def operator_server(inv: Inventory, port: int,
+                    resolve: Callable[[str], bool] = resolves) -> tuple[str, str]:
+    """(URL, note) kubectl on this machine uses: the API VIP's name when it resolves here,
+    else its address (also in the serving certificate's tls-san), with a note saying so."""
+    vip = inv.vips["api"]
+    if vip.name and resolve(inv.fqdn(vip.name)):
+        return f"https://{inv.fqdn(vip.name)}:{port}", ""
+    if not vip.name:
+        return f"https://{vip.address}:{port}", ""
+    return (f"https://{vip.address}:{port}",
+            f"{inv.fqdn(vip.name)} does not resolve on this machine: the kubeconfig uses the "
+            f"API VIP's address {vip.address} (also in the certificate). To use the name, add "
+            f"'{vip.address} {inv.fqdn(vip.name)}' to /etc/hosts or DNS and fetch it again")
 
 
 def default_output(inv: Inventory) -> Path:

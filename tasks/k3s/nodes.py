@@ -145,13 +145,23 @@ def wait_ready(r: Run, conn: Connection, spec: NodeSpec, api: Connection, since:
     """Until the node is Ready in the API, or its journal names a problem that will not
     pass by itself (then: the fix, or the problem and the fix named)."""
     host, unit = spec.host, spec.role.unit
+    api_error: list[str] = []
 
     def state() -> bool | facts.Problem:
-        if node_ready(api, host.name):
-            return True
+        # the journal first, and the unit itself: a node object left by a rebuilt host
+        # stays Ready in the API for ~40 s while the new k3s is being rejected
         fatal = [p for p in facts.parse_problems(facts.journal(conn, unit, since=since))
                  if p in FATAL]
-        return fatal[-1] if fatal else False
+        if fatal:
+            return fatal[-1]
+        if facts.unit_active(conn, unit) != "active":  # Type=notify: active once joined
+            return False
+        try:
+            n = facts.node(api, host.name)
+            return n is not None and n.is_ready
+        except StepFailed as e:  # the API is not up yet: keep the last answer for the error
+            api_error[:] = [str(e)]
+            return False
 
     met, last = poll(state, timeout=timeout, interval=2,
                      until=lambda v: v is True or isinstance(v, facts.Problem))
@@ -167,7 +177,8 @@ def wait_ready(r: Run, conn: Connection, spec: NodeSpec, api: Connection, since:
     r.record(host, f"{unit} Ready", "failed")
     tail = "\n    ".join(facts.journal(conn, unit, lines=15, since=since).splitlines()[-15:])
     why = f"k3s reports: {last.value}" if isinstance(last, facts.Problem) \
-        else f"not Ready in the API after {int(timeout)} s"
+        else f"not Ready in the API after {int(timeout)} s" + \
+        (f" (last API answer: {api_error[0]})" if api_error else "")
     raise StepFailed(f"{host.name}: {unit} {why}. Journal (journalctl -u {unit}):\n    {tail}")
 
 

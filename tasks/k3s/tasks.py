@@ -16,7 +16,7 @@ from ..core.run import CHANGED, OK, run_session
 from ..core.ssh import read_file
 from ..facts import k3s as facts
 from . import kubeconfig as kc
-from .config import Role, api_url
+from .config import Role
 from .nodes import READY_TIMEOUT, remove, resolve_k3s_hosts, role_of
 from .install import uninstall as run_uninstall
 from .stages import agents_stage, api_session, first_server, problems, servers_stage
@@ -77,10 +77,13 @@ def kubeconfig(c: Context, output: str = "", yes: bool = False) -> None:
         if data is None:
             raise StepFailed(f"{first.name}: no {kc.REMOTE_PATH}. Fix: fab k3s.install-server")
         name = kc.context_name(r.inv)
-        text = kc.rewrite(data.decode(), api_url(r.inv), name)
+        url, note = kc.operator_server(r.inv, r.inv.balancers["api_port"])
+        text = kc.rewrite(data.decode(), url, name)
         path = r.inv.resolve_path(output) if output else kc.default_output(r.inv)
         kc.write_private(path, text)
-        say(f"  saved {path} (mode 0600), context {name}, server {api_url(r.inv)}\n"
+        if note:
+            say(f"  note: {note}")
+        say(f"  saved {path} (mode 0600), context {name}, server {url}\n"
             f"  use: KUBECONFIG={path} kubectl get nodes")
 
 

@@ -25,6 +25,7 @@ from ..core.run import fan_out
 from ..core.secrets import confirm, interactive
 from ..core.ssh import lab_route_ok
 from . import access, aptcache, containers, faults, mirrors, network
+from .airgap import ensure_airgap
 from .image import ensure_image, purge_images
 from .names import Log, host_ns, lab_name, require_lab, state_dir, switch_ns
 from .procs import kill
@@ -135,6 +136,7 @@ def up(inv: Inventory, log: Log = print, ssh_timeout: float = 120,
     image, built = ensure_image(inv, log)
     key = access.ensure_ssh_key(inv)
     changed |= built | access.ensure_secrets(inv)
+    changed |= ensure_airgap(inv, log)
     stanzas = mirrors.mirror_sources(mirrors.machine_sources_text(), inv.lab["mirror"])
     files = _host_files(inv, key.with_name(key.name + ".pub").read_text(), stanzas)
     changed |= containers.raise_inotify_limits()

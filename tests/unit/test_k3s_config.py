@@ -175,6 +175,16 @@ def test_kubeconfig_written_private(tmp_path: Path) -> None:
     assert p.stat().st_mode & 0o777 == 0o600
 
 
+def test_kubeconfig_names_the_vip_when_it_resolves_here_else_its_address() -> None:
+    i = inv()
+    url, note = kubeconfig.operator_server(i, 6443, resolve=lambda n: True)
+    assert url == "https://k3s-balancer.lab.lan:6443" and note == ""
+    url, note = kubeconfig.operator_server(i, 6443, resolve=lambda n: False)
+    assert url == "https://10.77.0.100:6443"
+    assert "k3s-balancer.lab.lan does not resolve" in note and "/etc/hosts" in note
+    assert i.vips["api"].address in kc.tls_sans(i)  # the address is in the certificate too
+
+
 # ------------------------------------------------------------------ bootstrap verdict
 def key(secret: str) -> str:
     return "/bootstrap/" + hashlib.sha256(secret.encode()).hexdigest()[:12]

@@ -93,7 +93,10 @@ def _ready(name: str) -> str:
 
 
 def _inv() -> inventory.Inventory:
-    return inventory.parse((ROOT / "hosts.toml").read_text(), ROOT / "hosts.toml")
+    """The shipped inventory with the script method (the lab's ships binary + the stand-in)."""
+    text = (ROOT / "hosts.toml").read_text().replace('install_method = "binary"',
+                                                      'install_method = "script"')
+    return inventory.parse(text, ROOT / "hosts.toml")
 
 
 def _spec(inv: inventory.Inventory) -> kc.NodeSpec:
@@ -178,3 +181,32 @@ def test_rebuilt_host_is_refused_without_confirmation(monkeypatch: pytest.Monkey
     nodes.ensure_node(Run(Context(), "t", inv=inv), host, _spec(inv), api, timeout=5)
     assert any("delete node k3s-agent-01" in c and "k3s-agent-01.node-password.k3s" in c
                for c in api.commands())
+
+
+class RejectedHost(FakeHost):
+    """A rebuilt host with a node password of its own: k3s logs "Node password rejected"
+    until the old node is deleted through the API host (`peer`)."""
+
+    def run(self, command: str, **kw: Any) -> Result:
+        if command.startswith("journalctl"):
+            self.calls.append((command, ""))
+            forgotten = any("delete node" in c for c in self.peer.commands())
+            return Result("" if forgotten else 'level=fatal msg="Node password rejected, '
+                          "duplicate hostname or contents of '/etc/rancher/node/password' "
+                          'may not match server node-passwd entry"\n')
+        return super().run(command, **kw)
+
+
+def test_stale_ready_node_does_not_hide_node_password_rejected(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old node object is still Ready in the API (its last heartbeat is recent) while
+    the reinstalled agent is rejected: the journal wins, the old node is forgotten."""
+    inv = _inv()
+    host = RejectedHost("k3s-agent-01", {nodes.NODE_PASSWORD_FILE: "other",
+                                         kc.INSTALLER_PATH: "#!/bin/sh\n"}, active="inactive")
+    api = FakeHost("k3s-server-01", nodes_json=_ready("k3s-agent-01"))
+    host.peer = api
+    monkeypatch.setattr(nodes, "confirm", lambda *a, **k: True)
+    assert nodes.ensure_node(Run(Context(), "t", inv=inv), host, _spec(inv), api, timeout=5)
+    assert any("delete node k3s-agent-01" in c for c in api.commands())
+    assert sum("--no-block k3s-agent" in c for c in host.commands()) == 2  # start, restart

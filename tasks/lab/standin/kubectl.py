@@ -52,23 +52,38 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", default="")
     p.add_argument("--grace-period", default="")
     p.add_argument("--ignore-not-found", action="store_true")
+    p.add_argument("--request-timeout", default="")
+    p.add_argument("--wait", default="true")  # delete: nothing to wait for in the stand-in
+    p.add_argument("--raw", default="")  # get --raw /readyz (and other GET paths)
     return p
 
 
+def seconds(text: str, default: float = 15) -> float:
+    """kubectl's --request-timeout: 0 (none: the default here), 5, 5s, 1m (pure)."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip()
+    try:
+        val = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t or 0)
+    except ValueError:
+        raise KubectlError(f"invalid --request-timeout {text!r}: use 5, 5s or 1m") from None
+    return val if val > 0 else default
+
+
 class Kubectl:
-    def __init__(self, path: str):
+    def __init__(self, path: str, timeout: float = 15):
         try:
             cfg = kubeconfig.parse(Path(path).read_text())
         except (OSError, ValueError) as e:
             raise KubectlError(f"cannot read kubeconfig {path}: {e}") from None
         self.url = str(cfg["server"])
+        self.timeout = timeout
         self.ctx = context(cfg["ca"], cfg["cert"], cfg["key"])  # type: ignore[arg-type]
 
     def call(self, method: str, path: str, body: Any = None,
              accept: str = "application/json") -> Any:
         try:
             code, data = request(self.url, method, path, self.ctx, body,
-                                 {"Accept": accept}, timeout=15)
+                                 {"Accept": accept}, timeout=self.timeout)
         except ClientError as e:
             raise KubectlError(f"The connection to the server {self.url} failed: {e}") from None
         obj = json.loads(data) if data.startswith(b"{") else {"message": data.decode()}
@@ -97,14 +112,14 @@ class Kubectl:
         return f"node/{name} {'cordoned' if value else 'uncordoned'}"
 
 
-def _delete_node(k: Kubectl, name: str, ignore_not_found: bool) -> str:
+def _delete(k: Kubectl, what: str, path: str, ignore_not_found: bool) -> str:
     try:
-        k.call("DELETE", f"/api/v1/nodes/{name}")
+        k.call("DELETE", path)
     except KubectlError as e:
         if ignore_not_found and "(NotFound)" in str(e):
             return ""
         raise
-    return f'node "{name}" deleted'
+    return f'{what} deleted'
 
 
 def run(argv: list[str]) -> int:
@@ -114,7 +129,7 @@ def run(argv: list[str]) -> int:
         return 1 if e.code else 0
     path = a.kubeconfig or os.environ.get("KUBECONFIG") or "/etc/rancher/k3s/k3s.yaml"
     try:
-        out = dispatch(Kubectl(path), a)
+        out = dispatch(Kubectl(path, seconds(a.request_timeout)), a)
         if out:
             print(out)
         return 0
@@ -124,6 +139,11 @@ def run(argv: list[str]) -> int:
 
 
 def dispatch(k: Kubectl, a: argparse.Namespace) -> str:
+    if a.raw:
+        if a.verb != "get":
+            raise KubectlError("--raw is only supported with get")
+        obj = k.call("GET", a.raw, accept="*/*")
+        return obj["message"] if set(obj) == {"message"} else json.dumps(obj, indent=4)
     kind, names = (a.args[0], a.args[1:]) if a.verb in ("get", "delete") and a.args else (
         "nodes", a.args)
     if a.verb in ("get", "delete") and not a.args:
@@ -131,8 +151,10 @@ def dispatch(k: Kubectl, a: argparse.Namespace) -> str:
     if kind in SECRET_KINDS:
         if a.namespace != "kube-system" or len(names) != 1:
             raise KubectlError("the stand-in serves only kube-system/<node>.node-password.k3s")
-        obj = k.call(a.verb.upper(), f"/api/v1/namespaces/kube-system/secrets/{names[0]}")
-        return json.dumps(obj, indent=4) if a.verb == "get" else f'secret "{names[0]}" deleted'
+        path = f"/api/v1/namespaces/kube-system/secrets/{names[0]}"
+        if a.verb == "delete":
+            return _delete(k, f'secret "{names[0]}"', path, a.ignore_not_found)
+        return json.dumps(k.call("GET", path), indent=4)
     if kind not in NODE_KINDS:
         raise KubectlError(f'the server doesn\'t have a resource type "{kind}" (stand-in: '
                            "nodes only)")
@@ -141,7 +163,8 @@ def dispatch(k: Kubectl, a: argparse.Namespace) -> str:
     if not names:
         raise KubectlError(f"{a.verb}: a node name is required")
     if a.verb == "delete":
-        return "\n".join(_delete_node(k, n, a.ignore_not_found) for n in names).strip()
+        return "\n".join(_delete(k, f'node "{n}"', f"/api/v1/nodes/{n}", a.ignore_not_found)
+                         for n in names).strip()
     if a.verb == "drain":
         return k.cordon(names[0], True) + f"\nnode/{names[0]} drained"
     return k.cordon(names[0], a.verb == "cordon")

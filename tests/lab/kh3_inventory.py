@@ -1,0 +1,78 @@
+"""The k3s lab test's own inventory: lab "kh3" on 10.77.30.0/24.
+
+Two API balancers, two db balancers (the rules want a pair per VIP), two databases, two servers, two agents; a third agent
+(k3s-agent-03) is added later by `with_agent3=True`, as an operator adds a host.
+"""
+from pathlib import Path
+
+NAME, SUBNET = "kh3", "10.77.30"
+API_VIP, DB_VIP = f"{SUBNET}.100", f"{SUBNET}.101"
+DBS = ("k3s-db-01", "k3s-db-02")
+SERVERS = ("k3s-server-01", "k3s-server-02")
+AGENTS = ("k3s-agent-01", "k3s-agent-02")
+AGENT3 = "k3s-agent-03"
+
+
+def _host(name: str, last: int, role: str, extra: str = "") -> str:
+    return f'\n[hosts.{name}]\naddress = "{SUBNET}.{last}"\nroles = ["{role}"]\n{extra}'
+
+
+def inventory_text(with_agent3: bool = False, servers: tuple[str, ...] = SERVERS) -> str:
+    """servers: in the order given (the first one is the "first server")."""
+    text = f"""
+[lab]
+enabled = true
+name = "{NAME}"
+subnet = "{SUBNET}.0/24"
+operator_address = "{SUBNET}.1"
+
+[ssh]
+key = "ssh/id_ed25519"
+known_hosts = "ssh/known_hosts"
+
+[secrets]
+file = "secrets.toml"
+save_prompted = false
+
+[cluster]
+install_method = "binary"
+airgap_dir = ".lab/{NAME}/airgap"   # lab.up builds the k3s-ha stand-in (NOT k3s) here
+domain = "lab.lan"
+
+[db]
+rise = 3
+
+[vips.api]
+address = "{API_VIP}"
+prefix = 24
+name = "k3s-balancer"
+interface = "host0"
+virtual_router_id = 63
+priorities = [100, 90]
+
+[vips.db]
+address = "{DB_VIP}"
+prefix = 24
+name = "k3s-db-balancer"
+interface = "host0"
+virtual_router_id = 64
+priorities = [100, 90]
+"""
+    text += _host("k3s-balancer-01", 11, "k3s-balancer")
+    text += _host("k3s-balancer-02", 12, "k3s-balancer")
+    text += _host("k3s-db-balancer-01", 21, "db-balancer")
+    text += _host("k3s-db-balancer-02", 22, "db-balancer")
+    text += _host(DBS[0], 31, "db", "server_id = 1\n") + _host(DBS[1], 32, "db", "server_id = 2\n")
+    text += "".join(_host(s, 41 + SERVERS.index(s), "k3s-server") for s in servers)
+    text += _host(AGENTS[0], 51, "k3s-agent") + _host(AGENTS[1], 52, "k3s-agent")
+    if with_agent3:
+        text += _host(AGENT3, 53, "k3s-agent")
+    return text
+
+
+def write_inventory(folder: Path, with_agent3: bool = False, servers: tuple[str, ...] = SERVERS,
+                    name: str = "hosts.toml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(inventory_text(with_agent3, servers))
+    return path

@@ -1,0 +1,296 @@
+"""k3s namespace for real in the lab (instance "kh3", 10.77.30.0/24), with the k3s-ha
+stand-in (tasks/lab/standin: NOT k3s) that lab.up builds into the airgap folder.
+
+The fixture brings up its own lab, deploys balancers and databases with the existing tasks
+through `fab`, waits for the datastore VIP to take writes, and always tears the lab down.
+Tests run in file order on one cluster; every k3s step is a `fab` subprocess with --yes and
+the secrets from the lab's secrets file.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from tasks.core import inventory
+from tasks.core import ssh as cssh
+from tasks.db import tasks as dbtasks
+from tasks.facts.k3s import parse_nodes
+from tasks.k3s.token import parse_token
+from tasks.lab import labnet
+from tests.lab.kh3_inventory import (AGENT3, AGENTS, DB_VIP, DBS, SERVERS, API_VIP,
+                                     write_inventory)
+
+pytestmark = pytest.mark.lab
+ROOT = Path(__file__).resolve().parents[2]
+TIMINGS: dict[str, float] = {}
+S1, S2 = SERVERS
+A1, A2 = AGENTS
+DEPLOY = ("balancers.deploy", "db.install", "db.secure", "db.configure", "db.replicate",
+          "db.users")
+
+
+def fab(inv, *args, env=None, timeout=600, label=""):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
+    e["K3S_HA_INVENTORY"] = str(inv.path)
+    e.update(env or {})
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "fabric", *args], cwd=ROOT, env=e, text=True,
+                       capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    TIMINGS[label or " ".join(args)] = time.monotonic() - t0
+    return p
+
+
+def ok(p):
+    assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+    return p.stdout
+
+
+def recap(out: str) -> list[str]:
+    """The recap table's cells (`changed` is a cell; `changed=0` in the totals is not)."""
+    assert "RECAP" in out, out
+    return out.split("RECAP", 1)[1].split()
+
+
+def secret(inv, name):
+    return tomllib.loads(inv.resolve_path(inv.secrets["file"]).read_text())[name]
+
+
+def ssh(inv, host, cmd, check=True, timeout=120):
+    p = subprocess.run(labnet.ssh_argv(inv, host, [cmd]), capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{host}: {cmd[:80]} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p.stdout
+
+
+def wait_for(fn, timeout=60.0, every=1.0):
+    end = time.monotonic() + timeout
+    while True:
+        val = fn()
+        if val or time.monotonic() > end:
+            return val
+        time.sleep(every)
+
+
+def writer_answers(inv) -> bool:
+    """The datastore VIP takes a write as the k3s user (what k3s itself will do)."""
+    try:
+        db = pymysql.connect(host=DB_VIP, port=3306, user=inv.db["user"], connect_timeout=3,
+                             password=secret(inv, "k3s_db_password"), database="k3s")
+    except pymysql.MySQLError:
+        return False
+    try:
+        with db.cursor() as cur:
+            cur.execute("SELECT @@read_only")
+            return cur.fetchone()[0] == 0
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def kh3(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    folder = tmp_path_factory.mktemp("kh3")
+    inv = inventory.load(write_inventory(folder))
+    try:
+        t0 = time.monotonic()
+        labnet.up(inv, log=lambda m: None)
+        TIMINGS["lab up"] = time.monotonic() - t0
+        for task in DEPLOY:
+            ok(fab(inv, task, "--yes"))
+        t0 = time.monotonic()
+        assert wait_for(lambda: writer_answers(inv), timeout=90), "datastore VIP: no writer"
+        TIMINGS["datastore writer"] = time.monotonic() - t0
+        yield inv
+    finally:
+        labnet.down(inventory.load(inv.path), log=lambda m: None)  # agent-03 added or not
+        print("\nTIMINGS " + ", ".join(f"{k}: {v:.1f}s" for k, v in TIMINGS.items()))
+
+
+@pytest.fixture
+def lab(kh3):
+    """The inventory as it is now (a test adds a host to it)."""
+    return inventory.load(kh3.path)
+
+
+def nodes(inv, via=S1):
+    return {n.name: n for n in parse_nodes(ssh(inv, via, "k3s kubectl get nodes -o json"))}
+
+
+def main_pids(inv, hosts):
+    return {h: ssh(inv, h, f"systemctl show -p MainPID --value "
+                           f"{'k3s' if h in SERVERS else 'k3s-agent'}").strip() for h in hosts}
+
+
+TAINT = "CriticalAddonsOnly=true:NoExecute"
+
+
+# ------------------------------------------------------------------ servers
+def test_airgap_folder_holds_the_standin(lab):
+    k3s = lab.resolve_path(lab.cluster["airgap_dir"]) / "k3s"
+    out = subprocess.run([str(k3s), "--version"], capture_output=True, text=True).stdout
+    assert "k3s-ha lab stand-in, NOT k3s" in out, out
+
+
+def test_install_server_both_ready_and_tainted_no_secret_in_argv(lab):
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def sample():  # what `ps` shows on the first server while it is installed and started
+        while not stop.is_set():
+            seen.append(ssh(lab, S1, "ps -eo args", check=False, timeout=20))
+            time.sleep(0.3)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        out = ok(fab(lab, "k3s.install-server", "--yes"))
+    finally:
+        stop.set()
+        t.join()
+    assert "changed" in recap(out)
+    ns = nodes(lab)
+    for s in SERVERS:
+        assert ns[s].is_ready and TAINT in ns[s].taints and ns[s].is_server, ns[s]
+    secrets = [secret(lab, "k3s_db_password"), secret(lab, "k3s_token")]
+    assert len(seen) > 5 and any("k3s server" in s for s in seen), "ps sampler saw nothing"
+    assert not [s for s in secrets if any(s in snap for snap in seen)], "secret in argv"
+    journal = ssh(lab, S1, "journalctl --no-pager -o cat")
+    assert not [s for s in secrets if s in journal], "secret in the journal"
+    assert not [s for s in secrets if s in out]
+
+
+def test_join_agent_status_four_ready_servers_tainted(lab):
+    ok(fab(lab, "k3s.join-agent", "--yes"))
+    out = ok(fab(lab, "k3s.status", "--yes"))
+    rows = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("k3s-")}
+    assert sorted(rows) == sorted(SERVERS + AGENTS), out
+    for name, line in rows.items():
+        assert " True " in f" {line} ", line
+        assert (TAINT in line) == (name in SERVERS), line
+
+
+def test_added_host_joins_with_host_flag(lab):
+    write_inventory(lab.path.parent, with_agent3=True)
+    inv = inventory.load(lab.path)
+    labnet.up(inv, log=lambda m: None)
+    p = fab(inv, "k3s.join-agent", "--host", "nope", "--yes")
+    assert p.returncode == 2 and AGENT3 in p.stdout + p.stderr, p.stdout + p.stderr
+    out = ok(fab(inv, "k3s.join-agent", "--host", AGENT3, "--yes"))
+    assert A1 not in recap(out) and AGENT3 in recap(out), "only the named host is touched"
+    assert nodes(inv)[AGENT3].is_ready
+
+
+def test_second_run_changes_nothing_and_restarts_nothing(lab):
+    hosts = SERVERS + AGENTS + (AGENT3,)
+    before = main_pids(lab, hosts)
+    assert all(p not in ("", "0") for p in before.values()), before
+    for task in ("k3s.install-server", "k3s.join-agent"):
+        out = ok(fab(lab, task, "--yes", label=f"{task} (again)"))
+        assert "changed" not in recap(out) and "no changes" in out, out
+    assert main_pids(lab, hosts) == before
+
+
+def test_kubeconfig_and_kubectl_through_the_api_vip(lab):
+    kc = lab.path.parent / "admin.kubeconfig"
+    ok(fab(lab, "k3s.kubeconfig", "--output", str(kc), "--yes"))
+    assert kc.stat().st_mode & 0o777 == 0o600
+    server = next(ln.split()[-1] for ln in kc.read_text().splitlines() if "server:" in ln)
+    assert server in (f"https://{API_VIP}:6443", "https://k3s-balancer.lab.lan:6443"), server
+    p = subprocess.run(["/usr/bin/kubectl", "--kubeconfig", str(kc), "get", "nodes"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    listed = {ln.split()[0] for ln in p.stdout.splitlines()[1:]}
+    assert listed == set(SERVERS + AGENTS + (AGENT3,)), p.stdout
+
+
+def test_node_rows_in_kine_on_both_databases(lab):
+    want = {f"/registry/minions/{n}" for n in SERVERS + AGENTS + (AGENT3,)}
+
+    sql = ("SELECT k.name FROM k3s.kine k JOIN (SELECT name, MAX(id) AS id FROM k3s.kine "
+           "WHERE name LIKE '/registry/minions/%' GROUP BY name) m ON k.id = m.id "
+           "WHERE k.deleted = 0")
+
+    for db in DBS:
+        conn = cssh.connect(lab, lab.host(db))
+        cssh.open_checked(conn)
+        sql_db = dbtasks.mysql_connect(conn, user="k3sha_admin", host="127.0.0.1",
+                                       password=secret(lab, "db_admin_password"))
+        try:
+            def names():
+                return {r["name"] for r in dbtasks.q(sql_db, sql)}
+
+            assert wait_for(lambda: want <= names(), timeout=20), (db, names())
+        finally:
+            sql_db.close()
+            conn.close()
+
+
+# ------------------------------------------------------------------ remove, rebuild, token
+def test_remove_node_then_join_again(lab):
+    ok(fab(lab, "k3s.remove-node", "--host", A2, "--yes"))
+    assert A2 not in nodes(lab)
+    assert ssh(lab, A2, "test -e /usr/local/bin/k3s-agent-uninstall.sh", check=False) == ""
+    assert ssh(lab, A2, "systemctl is-active k3s-agent", check=False).strip() != "active"
+    out = ok(fab(lab, "k3s.join-agent", "--host", A2, "--yes"))
+    assert "changed" in recap(out)
+    assert nodes(lab)[A2].is_ready
+
+
+def test_rebuilt_agent_recovered_from_node_password_rejected(lab):
+    ssh(lab, A1, "/usr/local/bin/k3s-agent-uninstall.sh && rm -rf /etc/rancher/node")
+    assert A1 in nodes(lab), "the old node object stays after a rebuild"
+    p = fab(lab, "k3s.join-agent", "--host", A1, "--yes")
+    out = ok(p)
+    assert "forget old node" in out, out
+    assert wait_for(lambda: nodes(lab)[A1].is_ready, timeout=30)
+
+
+def test_changed_node_password_rejected_then_recovered(lab):
+    """A rebuilt host that kept a node password of its own: k3s rejects it at start; the
+    task reads that from the journal, forgets the old node (--yes) and starts it again."""
+    ssh(lab, A1, "/usr/local/bin/k3s-agent-uninstall.sh && "
+                 "echo 0123456789abcdef0123456789abcdef > /etc/rancher/node/password")
+    out = ok(fab(lab, "k3s.join-agent", "--host", A1, "--yes", label="join, password rejected"))
+    assert "forget old node" in out, out
+    assert "Node password rejected" in ssh(lab, A1, "journalctl -u k3s-agent -o cat --no-pager")
+    assert nodes(lab)[A1].is_ready
+    journal = ssh(lab, A1, "journalctl --no-pager -o cat")
+    assert secret(lab, "k3s_token") not in journal
+
+
+def nothing_installed(inv, host):
+    present = ssh(inv, host, "test -e /usr/local/bin/k3s || test -e "
+                             "/etc/systemd/system/k3s.service && echo present", check=False)
+    return present.strip() == "" and \
+        ssh(inv, host, "systemctl is-active k3s", check=False).strip() != "active"
+
+
+def test_wrong_token_refused_before_anything_starts(lab):
+    held = parse_token(ssh(lab, S1, "cat /var/lib/rancher/k3s/server/token"))
+    ok(fab(lab, "k3s.remove-node", "--host", S2, "--yes"))
+    ssh(lab, S2, "rm -f /usr/local/bin/k3s")
+    assert nothing_installed(lab, S2)
+    wrong = {"K3S_HA_K3S_TOKEN": "wrongtoken" + "0" * 22}
+    # the first server runs with the cluster's token: the configured one is refused
+    p = fab(lab, "k3s.join-server", "--host", S2, "--yes", env=wrong)
+    out = p.stdout + p.stderr
+    assert p.returncode == 2 and held.fingerprint() in out, out
+    assert wrong["K3S_HA_K3S_TOKEN"] not in out and nothing_installed(lab, S2), out
+    # a new first server (S2 listed first) with that token: the datastore's bootstrap key
+    # is another token's, named by the fingerprint of the server that runs with it
+    other = write_inventory(lab.path.parent, with_agent3=True, servers=(S2, S1),
+                            name="s2-first.toml")
+    p = fab(inventory.load(other), "k3s.install-server", "--yes", env=wrong,
+            label="install-server, wrong token, new first server")
+    out = p.stdout + p.stderr
+    assert p.returncode == 2 and "bootstrap data already found" in out, out
+    assert f"{held.fingerprint()}, as on {S1}" in out and nothing_installed(lab, S2), out
