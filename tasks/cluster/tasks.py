@@ -100,19 +100,26 @@ def wait_datastore_writer(c: Context, dry: bool = False, yes: bool = False) -> N
             f"(via {w.via})")
 
 
-@k3s_task(help={"yes": H_YES})
-def status(c: Context, yes: bool = False) -> None:
-    """Status of every layer: balancers (VRRP, VIPs, backends), databases, k3s."""
-    from ..balancers import tasks as balancers
-    from ..db import tasks as db
-    from ..k3s import tasks as k3s
+@k3s_task(help={"yes": H_YES, "strict": "exit 1 when any problem is found",
+                "json": "print one JSON document (the view and its problems) for scripts"})
+def status(c: Context, yes: bool = False, strict: bool = False, json: bool = False) -> None:
+    """One view across tiers: balancers (VRRP, VIP holder, backends), databases (writer,
+    replication, lag, semi-sync), k3s (nodes Ready, taints); problems marked `!!` and summed
+    up in the closing line."""
+    import contextlib
+    import json as jsonlib
+    import sys
 
-    say("===== balancers")
-    balancers.status(c, yes=yes)
-    say("\n===== databases")
-    db.status(c, yes=yes)
-    from ..core import inventory
+    from . import status as st
 
-    lab = inventory.load().is_lab
-    say("\n===== k3s" + (" (the lab runs k3s-ha's stand-in, not k3s)" if lab else ""))
-    k3s.status(c, yes=yes)
+    quiet = contextlib.redirect_stdout(sys.stderr) if json else contextlib.nullcontext()
+    with quiet, run_session(c, "cluster.status", yes=yes) as r:
+        view = st.collect(r)
+        problems = st.judge(view, r.inv)
+        lab = r.inv.is_lab
+    if json:
+        print(jsonlib.dumps(st.to_json(view, problems), indent=2))
+    else:
+        say("\n" + st.render(view, problems, lab))
+    if strict and problems:
+        raise StepFailed(f"cluster.status --strict: {len(problems)} problem(s)")
