@@ -48,9 +48,10 @@ def deploy(c: Context, dry: bool = False, yes: bool = False, from_: str = "") ->
         raise InputError("cluster.deploy asks before each stage and this run has no terminal. "
                          "Fix: run it with --yes (secrets then come from K3S_HA_* env vars or "
                          "the secrets file)")
+    t0 = time.monotonic()
     check(c, yes=yes)
     todo = all_stages[names.index(from_):] if from_ else all_stages
-    times: list[str] = []
+    times = [f"check {time.monotonic() - t0:.1f}s"]
     for i, st in enumerate(todo, 1):
         resume = f"fab cluster.deploy --from {st.name}" + (" --yes" if yes else "")
         if not yes and not confirm(f"Stage {i}/{len(todo)}: {st.name} - will change: "
@@ -95,3 +96,28 @@ def status(c: Context, yes: bool = False, strict: bool = False, json: bool = Fal
         say("\n" + st.render(view, problems, lab))
     if strict and problems:
         raise StepFailed(f"cluster.status --strict: {len(problems)} problem(s)")
+
+
+@k3s_task(help={"yes": H_YES})
+def adopt(c: Context, yes: bool = False) -> None:
+    """Read a cluster built by hand from the guide and compare it with the inventory: per
+    host and item, what was found, what the inventory says and what cluster.deploy will do
+    (it keeps the VIP holders and replication positions). Changes nothing; exit 2 when
+    deploy would stop on something that must be fixed by hand first."""
+    from ..core.cli import table
+    from . import adopt as ad
+
+    with run_session(c, "cluster.adopt", yes=yes) as r:
+        findings = ad.read_all(r)
+    say("\n" + table([{"host": f.host, "item": f.item, "found": f.found,
+                       "inventory says": f.inventory,
+                       "cluster.deploy will": ("!! " if f.risk is not ad.Risk.NONE else "")
+                       + f.deploy} for f in findings],
+                     ["host", "item", "found", "inventory says", "cluster.deploy will"]))
+    blocks = [f for f in findings if f.risk is ad.Risk.BLOCKS]
+    brief = [f for f in findings if f.risk is ad.Risk.BRIEF]
+    say(f"\ncluster.adopt: {len(findings)} items read, {len(brief)} with one brief "
+        f"interruption, {len(blocks)} blocking")
+    if blocks:
+        raise InputError("cluster.deploy would stop on: " + "; ".join(
+            f"{f.host} {f.item}: {f.deploy}" for f in blocks))
