@@ -92,9 +92,15 @@ def compare_balancer(inv: Inventory, h: Host, keepalived: str | None, haproxy: s
 
 # ------------------------------------------------------------------ databases (pure)
 def compare_db(inv: Inventory, h: Host, peer: Host, rep: mfacts.ReplicaStatus,
-               settings: dict[str, str], users: list[tuple[str, str]]) -> list[Finding]:
+               settings: dict[str, str], users: list[tuple[str, str]],
+               dropin: bool = True) -> list[Finding]:
     user = inv.db["replication_user"]
     out = []
+    if not dropin:
+        out.append(Finding(h.name, "my.cnf", "no k3s-ha drop-in (hand-written settings)",
+                           "k3s-ha drop-in (binlog ROW, semi-sync, limits ...)",
+                           "db.configure adds it; mysqld restarts once (replicas reconnect "
+                           "at their position)", Risk.BRIEF))
     sid = settings.get("server_id", "?")
     if sid != str(h.server_id):
         out.append(Finding(h.name, "server_id", sid, str(h.server_id),
@@ -139,15 +145,17 @@ SETTINGS = "SELECT @@server_id AS server_id, @@log_bin AS log_bin, " \
 
 
 def read_db(conn: Connection) -> tuple[mfacts.ReplicaStatus, dict[str, str],
-                                       list[tuple[str, str]]]:
+                                       list[tuple[str, str]], bool]:
     """As root over the socket (the guide's hosts have no admin account of ours yet)."""
+    dropin = bool(sh(conn, "ls /etc/mysql/*/*k3s-ha.cnf /etc/my.cnf.d/*k3s-ha.cnf 2>/dev/null",
+                     warn=True, write=False).stdout.strip())
     rep = sh(conn, "mysql -e 'SHOW SLAVE STATUS\\G'", write=False).stdout
     st = sh(conn, f"mysql -B -e '{SETTINGS}'", write=False).stdout
     us = sh(conn, "mysql -NB -e 'SELECT User, Host FROM mysql.user'", write=False).stdout
     rows = mfacts.parse_text_status(st)
     users = [tuple(ln.split("\t")[:2]) for ln in us.splitlines() if "\t" in ln]
     return (mfacts.parse_replica_status(mfacts.parse_text_status(rep)), rows[0] if rows else {},
-            users)  # type: ignore[return-value]
+            users, dropin)  # type: ignore[return-value]
 
 
 K3S_PROBE = r"""

@@ -121,7 +121,8 @@ def build_db(inv, h):
     ssh(inv, h.name, APT + "mariadb-server", timeout=600)
     ssh(inv, h.name, "cat > /etc/mysql/mariadb.conf.d/60-guide.cnf",
         input=MYCNF.replace("SID", str(h.server_id)))
-    ssh(inv, h.name, "systemctl restart mariadb")
+    # Debian 12's MariaDB logs to the journal and has no /var/log/mysql (the guide's MySQL has)
+    ssh(inv, h.name, "install -d -o mysql -g adm /var/log/mysql && systemctl restart mariadb")
     pw = secrets(inv)["replication_password"]
     sql(inv, h.name, f"CREATE USER 'slave-user'@'%' IDENTIFIED BY '{pw}';\n"
                      "GRANT REPLICATION SLAVE ON *.* TO 'slave-user'@'%'; FLUSH PRIVILEGES;\n")
@@ -253,7 +254,7 @@ def test_adopt_reports_then_deploy_takes_over(khg):
     assert after == holders, (holders, after)
     for d in DBS:
         seen = [before[d]] + probe.rep[d] + [replica(inv, d)]
-        files = [(s.source_log_file, s.exec_pos) for s in seen if s.configured]
+        files = [(s.relay_source_log_file, s.exec_pos) for s in seen if s.configured]
         assert len(files) == len(seen), f"{d}: replication was reset (not configured)"
         assert files == sorted(files), f"{d}: Exec_Master_Log_Pos went back: {files}"
         stopped = [s for s in seen if s.io_running != "Yes" or s.sql_running != "Yes"]

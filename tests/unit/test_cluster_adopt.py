@@ -88,6 +88,9 @@ def test_server_id_and_binlog_differences(tmp_path):
     f = ad.compare_db(i, a, b, ReplicaStatus(False),
                       {"server_id": "7", "log_bin": "0", "log_slave_updates": "0"}, [])
     items = {x.item: x for x in f}
+    assert "my.cnf" not in items
+    f2 = ad.compare_db(i, a, b, ReplicaStatus(False), {}, [], dropin=False)
+    assert [x.risk for x in f2 if x.item == "my.cnf"] == [ad.Risk.BRIEF]
     assert items["server_id"].found == "7" and items["server_id"].inventory == "1"
     assert "log_bin=0" in items["binlog"].found
     assert "CHANGE MASTER" in items["replication"].deploy
