@@ -68,13 +68,13 @@ def compare_balancer(inv: Inventory, h: Host, keepalived: str | None, haproxy: s
     if keepalived is None:
         out.append(Finding(h.name, "keepalived.conf", "absent", desc(w), "write + start"))
     elif keepalived != want:
-        # keepalived matches instances by name on reload: a new name or VRID starts afresh
-        moved = {(n, v) for n, v, _ in f.instances} != {(n, v) for n, v, _ in w.instances}
+        # same VRID: keepalived's reload keeps the state and the VIP, even under a new
+        # instance name (measured: tests/lab/test_adopt_lab.py); a new VRID is a new router
+        moved = {v for _, v, _ in f.instances} != {v for _, v, _ in w.instances}
         out.append(Finding(
             h.name, "keepalived.conf", desc(f), desc(w),
-            "rewrite + reload: a new instance name/VRID is a new VRRP instance, the VIP "
-            "may move once"
-            if moved else "rewrite + reload (same instance: the state and the VIP are kept)",
+            "rewrite + reload: a new VRID is a new VRRP router, the VIP moves once"
+            if moved else "rewrite + reload (same VRID: the state and the VIP are kept)",
             Risk.BRIEF if moved else Risk.NONE))
     if haproxy is None:
         out.append(Finding(h.name, "haproxy.cfg", "absent", "rendered", "write + start"))
