@@ -80,3 +80,18 @@ def test_no_k3s_hosts_no_k3s_tier(tmp_path):
     v = healthy(i)
     v.nodes = None
     assert st.judge(v, i) == [] and "k3s" not in st.closing_line([], v)
+
+
+def test_a_running_pair_proves_multicast_only_when_one_master_holds():
+    from tasks.cluster.verdicts import adverts_flow
+    from tasks.facts.vrrp import Member, VrrpState as S
+
+    def m(state, holds, reachable=True):
+        return Member("h", "api", reachable, state, holds)
+
+    assert adverts_flow([m(S.MASTER, True), m(S.BACKUP, False)])
+    assert not adverts_flow([m(S.MASTER, True), m(S.MASTER, True)])      # split brain
+    assert not adverts_flow([m(S.MASTER, True), m(S.STOPPED, False)])    # one not running
+    assert not adverts_flow([m(S.BACKUP, False), m(S.BACKUP, False)])    # nobody holds
+    assert not adverts_flow([m(S.MASTER, True)])                         # not a pair
+    assert not adverts_flow([m(S.MASTER, True), m(S.BACKUP, False, reachable=False)])
