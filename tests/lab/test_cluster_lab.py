@@ -215,6 +215,7 @@ def test_status_strict_fails_on_a_stopped_keepalived_json_names_it(khc):
 def test_second_deploy_changes_nothing(khc):
     ok(khc["deploy"])
     out = ok(fab(khc["inv"], "cluster.deploy", "--yes", label="no-op deploy"))
+    print("\nno-op " + [ln for ln in out.splitlines() if "stage times" in ln][0])
     assert out.count("\nRECAP ") >= 8, out
     assert recap_changes(out) == [], "\n".join(recap_changes(out))
 
