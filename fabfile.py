@@ -5,8 +5,8 @@ The inventory is hosts.toml (or the file named by K3S_HA_INVENTORY).
 """
 from invoke import Collection
 
-from tasks import balancers, cluster, db, k3s, lab
+from tasks import balancers, cluster, db, failover, k3s, lab
 
 ns = Collection()
-for pkg in (cluster, lab, balancers, db, k3s):
+for pkg in (cluster, lab, balancers, db, k3s, failover):
     ns.add_collection(pkg.ns)

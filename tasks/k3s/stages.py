@@ -9,7 +9,7 @@ from fabric import Connection
 from ..core.cli import say
 from ..core.errors import StepFailed
 from ..core.inventory import Host, Inventory
-from ..core.run import Run
+from ..core.run import CHANGED, Run
 from ..core.secrets import get_secret
 from ..core.ssh import connect, open_checked
 from ..facts import k3s as facts
@@ -44,6 +44,21 @@ def known_tokens(r: Run) -> list[tuple[str, Token]]:
     return out
 
 
+def check_datastore(r: Run, first: Host, token: Token, db_password: str) -> None:
+    """Refused when the datastore holds another token's bootstrap data. A dry run on a
+    fresh cluster (no datastore VIP yet) only says so: the real run checks."""
+    try:
+        keys = bootstrap.read_keys(r.conn(first), r.inv, db_password)
+    except StepFailed as e:
+        if not r.dry:
+            raise
+        say(f"  datastore: not readable yet (dry run; the real run checks it first): {e}")
+        return
+    verdict = bootstrap.judge(keys, token, known_tokens(r))
+    bootstrap.refuse_other(verdict, token, first.name, r.inv)
+    say(f"  datastore: {verdict.held.value}")
+
+
 def servers_stage(r: Run, names: list[str] | None = None,
                   timeout: float = READY_TIMEOUT) -> None:
     """Install/join the servers: the first alone, then the others (in parallel)."""
@@ -56,10 +71,7 @@ def servers_stage(r: Run, names: list[str] | None = None,
     agent_token = token_for(inv, first_conn, Kind.AGENT, yes=r.yes) \
         if inv.cluster.get("agent_token", False) else None
     env = server_env(inv, db_password, token, agent_token)
-    verdict = bootstrap.judge(bootstrap.read_keys(first_conn, inv, db_password), token,
-                              known_tokens(r))
-    bootstrap.refuse_other(verdict, token, first.name, inv)  # before anything starts
-    say(f"  datastore: {verdict.held.value}")
+    check_datastore(r, first, token, db_password)  # before anything starts
 
     def one(conn: Connection, h: Host) -> None:  # readiness as the first server's API sees it
         with api_session(r, first) as api:
@@ -80,6 +92,10 @@ def agents_stage(r: Run, names: list[str] | None = None,
     first = first_server(inv)
     kind = Kind.AGENT if inv.cluster.get("agent_token", False) else Kind.SERVER
     if on_server(r.conn(first), kind) is None:
+        if r.dry:  # cluster.deploy --dry on a fresh cluster: the servers are only planned
+            for h in targets:
+                r.record(h, "k3s-agent join", CHANGED, "dry run: after the servers")
+            return
         raise StepFailed(f"{first.name} has no {kind.path}: the servers are not installed "
                          "yet. Fix: fab k3s.install-server first")
     token = token_for(inv, r.conn(first), kind, yes=r.yes)

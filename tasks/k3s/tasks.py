@@ -16,7 +16,6 @@ from ..core.run import CHANGED, OK, run_session
 from ..core.ssh import read_file
 from ..facts import k3s as facts
 from . import kubeconfig as kc
-from .config import Role
 from .nodes import READY_TIMEOUT, remove, resolve_k3s_hosts, role_of
 from .install import uninstall as run_uninstall
 from .stages import agents_stage, api_session, first_server, problems, servers_stage

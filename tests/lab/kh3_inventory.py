@@ -3,6 +3,7 @@
 Two API balancers, two db balancers (the rules want a pair per VIP), two databases, two servers, two agents; a third agent
 (k3s-agent-03) is added later by `with_agent3=True`, as an operator adds a host.
 """
+import json
 from pathlib import Path
 
 NAME, SUBNET = "kh3", "10.77.30"
@@ -17,47 +18,33 @@ def _host(name: str, last: int, role: str, extra: str = "") -> str:
     return f'\n[hosts.{name}]\naddress = "{SUBNET}.{last}"\nroles = ["{role}"]\n{extra}'
 
 
+def _toml(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return json.dumps(v)  # str, int and lists of them read the same in TOML
+
+
+def _vip(address: str, name: str, vrid: int) -> dict[str, object]:
+    return {"address": address, "prefix": 24, "name": name, "interface": "host0",
+            "virtual_router_id": vrid, "priorities": [100, 90]}
+
+
 def inventory_text(with_agent3: bool = False, servers: tuple[str, ...] = SERVERS) -> str:
     """servers: in the order given (the first one is the "first server")."""
-    text = f"""
-[lab]
-enabled = true
-name = "{NAME}"
-subnet = "{SUBNET}.0/24"
-operator_address = "{SUBNET}.1"
-
-[ssh]
-key = "ssh/id_ed25519"
-known_hosts = "ssh/known_hosts"
-
-[secrets]
-file = "secrets.toml"
-save_prompted = false
-
-[cluster]
-install_method = "binary"
-airgap_dir = ".lab/{NAME}/airgap"   # lab.up builds the k3s-ha stand-in (NOT k3s) here
-domain = "lab.lan"
-
-[db]
-rise = 3
-
-[vips.api]
-address = "{API_VIP}"
-prefix = 24
-name = "k3s-balancer"
-interface = "host0"
-virtual_router_id = 63
-priorities = [100, 90]
-
-[vips.db]
-address = "{DB_VIP}"
-prefix = 24
-name = "k3s-db-balancer"
-interface = "host0"
-virtual_router_id = 64
-priorities = [100, 90]
-"""
+    tables = {
+        "lab": {"enabled": True, "name": NAME, "subnet": f"{SUBNET}.0/24",
+                "operator_address": f"{SUBNET}.1"},
+        "ssh": {"key": "ssh/id_ed25519", "known_hosts": "ssh/known_hosts"},
+        "secrets": {"file": "secrets.toml", "save_prompted": False},
+        # lab.up builds the k3s-ha stand-in (NOT k3s) into this airgap folder
+        "cluster": {"install_method": "binary", "airgap_dir": f".lab/{NAME}/airgap",
+                    "domain": "lab.lan"},
+        "db": {"rise": 3},
+        "vips.api": _vip(API_VIP, "k3s-balancer", 63),
+        "vips.db": _vip(DB_VIP, "k3s-db-balancer", 64),
+    }
+    text = "".join(f"\n[{t}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in kv.items())
+                   for t, kv in tables.items())
     text += _host("k3s-balancer-01", 11, "k3s-balancer")
     text += _host("k3s-balancer-02", 12, "k3s-balancer")
     text += _host("k3s-db-balancer-01", 21, "db-balancer")

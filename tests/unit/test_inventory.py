@@ -195,3 +195,23 @@ def test_vip_interface_default_and_empty():
     assert ei.value.exit_code == 2
     assert sorted(p.split(":")[0] for p in ei.value.problems) == ["vips.api.interface",
                                                                     "vips.db.interface"]
+
+
+def test_failover_thresholds_are_checked() -> None:
+    base = SHIPPED + "\n[failover]\nmax_lost_writes = -1\n[failover.max_outage_s]\nprimary-dwon = 3\nserver-down = 0\n"
+    with pytest.raises(InventoryError) as e:
+        inventory.parse(base)
+    msg = str(e.value)
+    assert "failover.max_lost_writes: must not be negative" in msg
+    assert "failover.max_outage_s.primary-dwon: unknown scenario kind (did you mean 'primary-down'?)" in msg
+    assert "failover.max_outage_s.server-down: expected seconds > 0" in msg
+    ok = inventory.parse(SHIPPED + "\n[failover]\n[failover.max_outage_s]\nprimary-down = 3.5\n")
+    assert ok.failover["max_outage_s"] == {"primary-down": 3.5}
+    assert ok.failover["max_lost_writes"] == 0
+
+
+def test_failover_kinds_match_the_drill_scenarios() -> None:
+    from tasks.core.inventory.schema import FAILOVER_KINDS
+    from tasks.failover import scenarios
+
+    assert {s.kind for s in scenarios.SCENARIOS} <= set(FAILOVER_KINDS)

@@ -210,3 +210,43 @@ def test_stale_ready_node_does_not_hide_node_password_rejected(
     assert nodes.ensure_node(Run(Context(), "t", inv=inv), host, _spec(inv), api, timeout=5)
     assert any("delete node k3s-agent-01" in c for c in api.commands())
     assert sum("--no-block k3s-agent" in c for c in host.commands()) == 2  # start, restart
+
+
+def test_dry_agents_stage_before_any_server_plans_instead_of_failing() -> None:
+    """cluster.deploy --dry on a fresh cluster reaches join-agent with no server token yet."""
+    from tasks.k3s import stages
+
+    inv = _inv()
+    server = FakeHost("k3s-server-01")  # nothing installed: no token file, no env file
+    r = Run(Context(), "t", inv=inv, dry=True)
+    r._conns["k3s-server-01"] = server
+    object.__setattr__(server, "is_connected", True)
+    stages.agents_stage(r, None)
+    assert {k: v for k, v in r.results.items()} == {
+        (h, "k3s-agent join"): "changed" for h in ("k3s-agent-01", "k3s-agent-02")}
+    with pytest.raises(stages.StepFailed, match="install-server first"):
+        stages.agents_stage(_real(inv, server), None)  # a real run still refuses
+
+
+def _real(inv: inventory.Inventory, server: FakeHost) -> Run:
+    r = Run(Context(), "t", inv=inv)  # not dry
+    r._conns["k3s-server-01"] = server
+    return r
+
+
+def test_datastore_not_readable_is_said_in_a_dry_run_and_fails_a_real_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.k3s import bootstrap, stages
+
+    def unreadable(*a: Any, **k: Any) -> list[str]:
+        raise stages.StepFailed("cannot read the datastore through the VIP")
+
+    monkeypatch.setattr(bootstrap, "read_keys", unreadable)
+    inv = _inv()
+    server = FakeHost("k3s-server-01")
+    dry = Run(Context(), "t", inv=inv, dry=True)
+    dry._conns["k3s-server-01"] = server
+    object.__setattr__(server, "is_connected", True)
+    stages.check_datastore(dry, inv.host("k3s-server-01"), TOKEN, DB_PW)
+    with pytest.raises(stages.StepFailed, match="through the VIP"):
+        stages.check_datastore(_real(inv, server), inv.host("k3s-server-01"), TOKEN, DB_PW)

@@ -442,7 +442,7 @@ class _Poller:
 
 
 @pytest.fixture(scope="module")
-def live_api(tmp_path_factory):
+def _live_api(tmp_path_factory):
     from standin.server import Cluster
 
     tls = tmp_path_factory.mktemp("tls")
@@ -464,8 +464,25 @@ def live_api(tmp_path_factory):
     kc = tls / "k3s.yaml"
     kc.write_text(kubeconfig.render(url, ca, (tls / "client-admin.crt").read_bytes(),
                                     (tls / "client-admin.key").read_bytes()))
-    yield url, tls, cluster, kc
+    yield url, tls, cluster, kc, reg
     server.shutdown()
+
+
+def _fresh_node(reg, name: str, server: bool, ip: str, age: float) -> None:
+    try:
+        reg.register(N.new_node(name, server, ip, [], [], time.time() - age), "p")
+    except Exception:  # already there with this password: keep it
+        pass
+
+
+@pytest.fixture
+def live_api(_live_api):
+    """The shared API server with both nodes registered again: tests delete nodes, and
+    pytest-randomly runs them in any order."""
+    url, tls, cluster, kc, reg = _live_api
+    _fresh_node(reg, "server-1", True, "127.0.0.1", 90)
+    _fresh_node(reg, "agent-1", False, "127.0.0.2", 30)
+    return url, tls, cluster, kc
 
 
 def _get(url, path, tls=None, cert=None, headers=None, timeout=5.0):

@@ -56,6 +56,7 @@ class Inventory:
     cluster: dict[str, Any]
     db: dict[str, Any]
     balancers: dict[str, Any]
+    failover: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def with_role(self, role: str) -> list[Host]:

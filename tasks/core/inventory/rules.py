@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from .model import K3S_API_PORT, ROLES, VIP_ROLE, Inventory, role_ports
-from .schema import suggest
+from .schema import FAILOVER_KINDS, suggest
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 DURATION_RE = re.compile(r"^\d+(us|ms|s|m|h|d)?$")
@@ -339,9 +339,26 @@ def k3s_install(inv: Inventory) -> list[str]:
     return []
 
 
+def failover_limits(inv: Inventory) -> list[str]:
+    """[failover] thresholds: known scenario kinds, non-negative numbers."""
+    f, out = inv.failover, []
+    for k in ("max_lost_writes", "max_duplicates", "max_dual_ownership_s"):
+        if f.get(k, 0) < 0:
+            out.append(f"failover.{k}: must not be negative. Fix: e.g. 0")
+    for kind, v in (f.get("max_outage_s") or {}).items():
+        if kind not in FAILOVER_KINDS:
+            out.append(f"failover.max_outage_s.{kind}: unknown scenario kind"
+                       f"{suggest(kind, list(FAILOVER_KINDS))}. Fix: use one of "
+                       f"{', '.join(FAILOVER_KINDS)}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            out.append(f"failover.max_outage_s.{kind}: expected seconds > 0, got {v!r}. "
+                       f"Fix: e.g. {kind} = {FAILOVER_KINDS[kind]}")
+    return out
+
+
 RULES = (unique_addresses, required_roles, server_ids, kine_auto_increment, vip_tables,
          vip_members, vip_uniqueness, port_clashes, balancer_timing, balancer_ports,
-         db_values, k3s_install, lab)
+         db_values, k3s_install, failover_limits, lab)
 
 
 def check(inv: Inventory) -> list[str]:

@@ -72,6 +72,12 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "advert_int": (float, 1, _ANY),
         "garp_master_refresh": (int, 1, _ANY),
     },
+    "failover": {
+        "max_lost_writes": (int, 0, _ANY),
+        "max_duplicates": (int, 0, _ANY),
+        "max_dual_ownership_s": (float, 2.0, _ANY),
+        "max_outage_s": (dict, {}, _ANY),   # scenario kind -> seconds; see FAILOVER_KINDS
+    },
 }
 VIP_SCHEMA: dict[str, Spec] = {
     "address": (str, None, _ANY),
@@ -90,6 +96,11 @@ HOST_SCHEMA: dict[str, Spec] = {
     "ssh_key": (str, "", _ANY),
 }
 TOP_LEVEL = tuple(SCHEMA) + ("vips", "hosts")
+# the drill's scenario kinds with their default outage limit in seconds ([failover] max_outage_s)
+FAILOVER_KINDS = {"haproxy-stopped": 4.0, "balancer-down": 5.0, "balancer-partitioned": 5.0,
+                  "primary-down": 10.0, "primary-partitioned": 15.0, "primary-returning": 1.0,
+                  "standby-down": 1.0, "replication-cut": 1.0, "server-down": 5.0,
+                  "api-hung": 10.0}
 
 
 def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -99,7 +110,7 @@ def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
 
 def _typename(t: Any) -> str:
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
-            list: "a list"}.get(t, str(t))
+            list: "a list", dict: "a table"}.get(t, str(t))
 
 
 def _example(typ: Any, default: Any) -> str:
