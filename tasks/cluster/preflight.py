@@ -22,6 +22,7 @@ from ..core.run import Run, fan_out
 from ..core.errors import ConnectError, InputError, K3sHaError, StepFailed
 from ..core.ssh import lab_route_ok, os_release, sh
 from ..facts import host as facts
+from ..facts import vrrp
 from . import verdicts as v
 from .verdicts import Finding, Level
 
@@ -168,6 +169,11 @@ def _multicast(r: Run, vip: Vip, pair: list[Host]) -> dict[str, Finding]:
     tokens = {h.name: _random.token_hex(6) for h in pair}
     if unicast:
         return v.multicast_findings(vip, True, {}, tokens, {})
+    # a pair already running proves it: no 4 s exchange needed
+    seen = vrrp.members(r.inv, vrrp.observe_all(r, pair)).get(vip.key, [])
+    if v.adverts_flow(seen):
+        return {h.name: v.ok("keepalived's own adverts flow (one MASTER holds the VIP)")
+                for h in pair}
 
     def one(h: Host) -> set[str]:
         return facts.multicast_exchange(r.conn(h), vip.interface, tokens[h.name])

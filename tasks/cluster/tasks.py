@@ -6,11 +6,10 @@ import time
 from invoke import Context
 
 from ..core.cli import k3s_task, say
-from ..core.errors import InputError, StepFailed
-from ..core.run import OK, run_session
+from ..core.errors import InputError, K3sHaError, StepFailed
+from ..core.run import run_session
 from ..core.secrets import confirm, interactive
-from ..facts import datastore
-from . import preflight
+from . import preflight, stages
 
 H_DRY = "show what would change (unified diffs), change nothing"
 H_YES = "never prompt: secrets from K3S_HA_* env vars or the secrets file"
@@ -28,91 +27,97 @@ def check(c: Context, yes: bool = False) -> None:
     preflight.raise_for(report)  # exit 3/1: a host not reachable as root; 2: any ERROR
 
 
-def _steps(c: Context) -> list[tuple[str, object]]:
-    from ..balancers import tasks as balancers
-    from ..core import inventory
-    from ..db import tasks as db
-    from ..k3s import tasks as k3s
-
-    inv = inventory.load()
-    steps: list[tuple[str, object]] = [
-        ("balancers.deploy", balancers.deploy),
-        ("db.install", db.install),
-        ("db.configure", db.configure),
-        ("db.secure", db.secure),
-        ("db.replicate", db.replicate),
-        ("db.users", db.users),
-    ]
-    if inv.db["health_check"] == "http":
-        steps.append(("db.health", db.health))
-    steps += [
-        ("datastore writer", wait_datastore_writer),
-        ("k3s.install-server", k3s.install_server),
-        ("k3s.join-agent", k3s.join_agent),
-    ]
-    return steps
-
-
 @k3s_task(help={"dry": H_DRY,
-                "yes": H_YES + "; and no question before each step (the guide's flow)"})
-def deploy(c: Context, dry: bool = False, yes: bool = False) -> None:
-    """Deploy the whole HA stack in the guide's order: balancers, databases, k3s servers, agents.
+                "yes": H_YES + "; and no question before each stage (the guide's flow)",
+                "from_": "start at this stage (balancers, databases, servers, agents, verify);"
+                         " the earlier ones are skipped (they are no-ops when done anyway)"})
+def deploy(c: Context, dry: bool = False, yes: bool = False, from_: str = "") -> None:
+    """Deploy the whole HA stack in the guide's order: check, balancers, databases, k3s
+    servers, agents, verify.
 
-    Interactive runs ask before each step, as the guide goes step by step; --yes runs them
-    all. Declining stops there and says which task continues from that point.
+    Interactive runs ask before each stage, saying what it changes; --yes runs them all.
+    Declining, or a failed stage, stops there with the command that resumes.
     """
-    steps = _steps(c)
+    from ..core import inventory
+
+    all_stages = stages.stages(inventory.load())
+    names = [s.name for s in all_stages]
+    if from_ and from_ not in names:
+        raise InputError(f"--from {from_!r}: no such stage. Fix: use one of {', '.join(names)}")
     if not yes and not interactive():
-        raise InputError("cluster.deploy asks before each step and this run has no terminal. "
+        raise InputError("cluster.deploy asks before each stage and this run has no terminal. "
                          "Fix: run it with --yes (secrets then come from K3S_HA_* env vars or "
                          "the secrets file)")
+    t0 = time.monotonic()
     check(c, yes=yes)
-    for i, (name, t) in enumerate(steps, 1):
-        doc = (t.__doc__ or "").strip().splitlines()[0] if t.__doc__ else ""
-        if not yes and not confirm(f"Step {i}/{len(steps)}: {name} - {doc} Run it?"):
-            rest = " then ".join(f"fab {n}" for n, _ in steps[i - 1:])
-            say(f"stopped before {name} as asked; nothing after it ran. To go on: {rest} "
-                "(or fab cluster.deploy again: the steps already done change nothing)")
+    todo = all_stages[names.index(from_):] if from_ else all_stages
+    times = [f"check {time.monotonic() - t0:.1f}s"]
+    for i, st in enumerate(todo, 1):
+        resume = f"fab cluster.deploy --from {st.name}" + (" --yes" if yes else "")
+        if not yes and not confirm(f"Stage {i}/{len(todo)}: {st.name} - will change: "
+                                   f"{st.changes}. Run it?"):
+            say(f"stopped before stage {st.name} as asked; nothing after it ran. To go on: "
+                f"{resume} (or fab cluster.deploy again: what is done changes nothing)")
             return
-        say(f"\n===== {name}")
-        t(c, dry=dry, yes=yes)  # type: ignore[operator]
-
-
-def wait_datastore_writer(c: Context, dry: bool = False, yes: bool = False) -> None:
-    """HAProxy admits a db server only after `rise` good checks (guide: 30, 2 s apart), and
-    the checks fail until db.users created the check user: wait for a writer, so the
-    datastore VIP works before k3s needs it."""
-    if dry:
-        return
-    with run_session(c, "cluster.deploy: datastore VIP", yes=yes) as r:
-        rise = r.inv.db["rise"]
-        say(f"  waiting for HAProxy to admit a writer (rise {rise} checks, 2 s apart)")
         t0 = time.monotonic()
-        w = datastore.wait_writer(r, timeout=rise * 2 + 30)
-        took = time.monotonic() - t0
-        if w.host is None or w.via is None:
-            raise StepFailed(f"the datastore VIP has no writer after {took:.0f} s: "
-                             f"{w.via or 'no balancer'}: {w.reason}. Fix: fab balancers.status "
-                             "--role db shows each db server's last check (mysql-check needs "
-                             "fab db.users)")
-        r.record(w.via, "datastore writer", OK, f"{w.host} after {took:.0f} s")
-        say(f"  datastore VIP {r.inv.vips['db'].address}: writes go to {w.host} "
-            f"(via {w.via})")
+        for name, task in st.tasks:
+            say(f"\n===== {st.name}: {name}")
+            try:
+                task(c, dry=dry, yes=yes)
+            except K3sHaError as e:
+                say(f"\ncluster.deploy stopped: stage {st.name} failed in {name} (above: its "
+                    f"recap). Once fixed, resume with: {resume} (or re-run fab "
+                    "cluster.deploy: what is done changes nothing)")
+                raise e
+        times.append(f"{st.name} {time.monotonic() - t0:.1f}s")
+    say("\ncluster.deploy: stage times: " + ", ".join(times))
+
+
+@k3s_task(help={"yes": H_YES, "strict": "exit 1 when any problem is found",
+                "json": "print one JSON document (the view and its problems) for scripts"})
+def status(c: Context, yes: bool = False, strict: bool = False, json: bool = False) -> None:
+    """One view across tiers: balancers (VRRP, VIP holder, backends), databases (writer,
+    replication, lag, semi-sync), k3s (nodes Ready, taints); problems marked `!!` and summed
+    up in the closing line."""
+    import contextlib
+    import json as jsonlib
+    import sys
+
+    from . import status as st
+
+    quiet = contextlib.redirect_stdout(sys.stderr) if json else contextlib.nullcontext()
+    with quiet, run_session(c, "cluster.status", yes=yes) as r:
+        view = st.collect(r)
+        problems = st.judge(view, r.inv)
+        lab = r.inv.is_lab
+    if json:
+        print(jsonlib.dumps(st.to_json(view, problems), indent=2))
+    else:
+        say("\n" + st.render(view, problems, lab))
+    if strict and problems:
+        raise StepFailed(f"cluster.status --strict: {len(problems)} problem(s)")
 
 
 @k3s_task(help={"yes": H_YES})
-def status(c: Context, yes: bool = False) -> None:
-    """Status of every layer: balancers (VRRP, VIPs, backends), databases, k3s."""
-    from ..balancers import tasks as balancers
-    from ..db import tasks as db
-    from ..k3s import tasks as k3s
+def adopt(c: Context, yes: bool = False) -> None:
+    """Read a cluster built by hand from the guide and compare it with the inventory: per
+    host and item, what was found, what the inventory says and what cluster.deploy will do
+    (it keeps the VIP holders and replication positions). Changes nothing; exit 2 when
+    deploy would stop on something that must be fixed by hand first."""
+    from ..core.cli import table
+    from . import adopt as ad
 
-    say("===== balancers")
-    balancers.status(c, yes=yes)
-    say("\n===== databases")
-    db.status(c, yes=yes)
-    from ..core import inventory
-
-    lab = inventory.load().is_lab
-    say("\n===== k3s" + (" (the lab runs k3s-ha's stand-in, not k3s)" if lab else ""))
-    k3s.status(c, yes=yes)
+    with run_session(c, "cluster.adopt", yes=yes) as r:
+        findings = ad.read_all(r)
+    say("\n" + table([{"host": f.host, "item": f.item, "found": f.found,
+                       "inventory says": f.inventory,
+                       "cluster.deploy will": ("!! " if f.risk is not ad.Risk.NONE else "")
+                       + f.deploy} for f in findings],
+                     ["host", "item", "found", "inventory says", "cluster.deploy will"]))
+    blocks = [f for f in findings if f.risk is ad.Risk.BLOCKS]
+    brief = [f for f in findings if f.risk is ad.Risk.BRIEF]
+    say(f"\ncluster.adopt: {len(findings)} items read, {len(brief)} with one brief "
+        f"interruption, {len(blocks)} blocking")
+    if blocks:
+        raise InputError("cluster.deploy would stop on: " + "; ".join(
+            f"{f.host} {f.item}: {f.deploy}" for f in blocks))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from ..core.inventory import Host, Inventory, Vip, role_ports
 from ..facts.host import ClockSample, Link, Listener, SourceCheck
@@ -222,6 +223,15 @@ def vip_free_finding(vip: Vip, balancers: list[str], seen: VipSeen) -> Finding:
         return Finding(Level.ERROR, f"{vip.address} already answers (seen from "
                        f"{', '.join(seen.answers_from)}) and no balancer of ours holds it", fix)
     return ok(f"{vip.address} free")
+
+
+def adverts_flow(members: list[Any]) -> bool:
+    """A running pair proves multicast itself (pure; members: facts.vrrp.Member): every
+    member's keepalived is MASTER or BACKUP and exactly one holds the VIP. Without adverts
+    both would turn MASTER and hold it."""
+    states = {getattr(m.state, "value", "") for m in members}
+    return (len(members) >= 2 and all(m.reachable for m in members)
+            and states <= {"MASTER", "BACKUP"} and sum(1 for m in members if m.holds) == 1)
 
 
 def multicast_findings(vip: Vip, unicast: bool, heard: dict[str, set[str]],

@@ -1,0 +1,80 @@
+"""Benchmark `fab cluster.deploy` on the lab (its own lab "khcb", 10.77.81.0/24, the guide's
+ten hosts; the k3s binary is the k3s-ha stand-in, NOT k3s).
+
+Prints: cold deploy time (image cached; packages through the lab's apt-cacher-ng backed by
+this machine's mirror), the per-stage times deploy reports, the no-op re-run time, and the
+time to join 1 vs 8 new agents (hosts added to the inventory, booted by lab.up, joined with
+`k3s.join-agent --host ...`). Targets: no-op re-run under 10 s; 8 agents under 1.5x one.
+
+    sudo .venv/bin/python bench/deploy.py
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tasks.core import inventory  # noqa: E402
+from tasks.lab import labnet  # noqa: E402
+from tests.lab.test_cluster_lab import guide_inventory  # noqa: E402
+
+NAME, SUBNET = "khcb", "10.77.81"
+
+
+def fab(path: Path, *args: str) -> tuple[float, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
+    env["K3S_HA_INVENTORY"] = str(path)
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "fabric", *args], cwd=ROOT, env=env, text=True,
+                       capture_output=True, stdin=subprocess.DEVNULL, timeout=1500)
+    took = time.monotonic() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"fab {' '.join(args)} failed ({p.returncode}):\n{p.stdout[-4000:]}"
+                         f"\n{p.stderr[-2000:]}")
+    return took, p.stdout
+
+
+def agents_text(first: int, count: int) -> str:
+    return "".join(f'\n[hosts.k3s-agent-{i:02d}]\naddress = "{SUBNET}.{50 + i}"\n'
+                   f'roles = ["k3s-agent"]\n' for i in range(first, first + count))
+
+
+def main() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
+    path = folder / "hosts.toml"
+    base = guide_inventory(NAME, SUBNET, vrids=(93, 94))
+    path.write_text(base)
+    inv = inventory.load(path)
+    try:
+        labnet.up(inv, log=lambda m: None)
+        cold, out = fab(path, "cluster.deploy", "--yes")
+        stages = re.search(r"stage times: (.*)", out)
+        noop, out2 = fab(path, "cluster.deploy", "--yes")
+        stages2 = re.search(r"stage times: (.*)", out2)
+        path.write_text(base + agents_text(3, 1))
+        labnet.up(inventory.load(path), log=lambda m: None)
+        one, _ = fab(path, "k3s.join-agent", "--host", "k3s-agent-03", "--yes")
+        path.write_text(base + agents_text(3, 9))
+        labnet.up(inventory.load(path), log=lambda m: None)
+        eight_hosts = [f"k3s-agent-{i:02d}" for i in range(4, 12)]
+        eight, _ = fab(path, "k3s.join-agent", *[a for h in eight_hosts for a in ("--host", h)],
+                       "--yes")
+    finally:
+        labnet.down(inventory.load(path), log=lambda m: None)
+    print(f"cold deploy (10 hosts, image cached): {cold:.1f} s")
+    print(f"  stages: {stages.group(1) if stages else '?'}")
+    print(f"no-op re-run: {noop:.1f} s (target < 10 s)")
+    print(f"  stages: {stages2.group(1) if stages2 else '?'}")
+    print(f"join 1 new agent: {one:.1f} s; join 8 new agents: {eight:.1f} s "
+          f"= {eight / one:.2f}x (target < 1.5x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""`cluster.deploy`'s stages in the guide's order, and the final verification.
+
+A stage is a named list of the namespace tasks it runs, with what it changes (shown before
+asking). Every task is idempotent, so resuming is re-running: `--from STAGE` only skips
+the stages before it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from invoke import Context
+
+from ..core.cli import say
+from ..core.errors import StepFailed
+from ..core.inventory import Inventory
+from ..core.run import OK, run_session
+from ..facts import datastore, vrrp
+
+Task = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    changes: str                       # what it will change, shown before asking
+    tasks: tuple[tuple[str, Task], ...]
+
+
+def wait_datastore_writer(c: Context, dry: bool = False, yes: bool = False) -> None:
+    """HAProxy admits a db server only after `rise` good checks (guide: 30, 2 s apart), and
+    the checks fail until db.users created the check user: wait for a writer, so the
+    datastore VIP works before k3s needs it."""
+    if dry:
+        return
+    with run_session(c, "cluster.deploy: datastore VIP", yes=yes) as r:
+        rise = r.inv.db["rise"]
+        say(f"  waiting for HAProxy to admit a writer (rise {rise} checks, 2 s apart)")
+        t0 = time.monotonic()
+        w = datastore.wait_writer(r, timeout=rise * 2 + 30)
+        took = time.monotonic() - t0
+        if w.host is None or w.via is None:
+            raise StepFailed(f"the datastore VIP has no writer after {took:.0f} s: "
+                             f"{w.via or 'no balancer'}: {w.reason}. Fix: fab balancers.status "
+                             "--role db shows each db server's last check (mysql-check needs "
+                             "fab db.users)")
+        r.record(w.via, "datastore writer", OK, f"{w.host} after {took:.0f} s")
+        say(f"  datastore VIP {r.inv.vips['db'].address}: writes go to {w.host} "
+            f"(via {w.via})")
+
+
+def verify(c: Context, dry: bool = False, yes: bool = False) -> None:
+    """Every k3s host a Ready node, the datastore VIP has a writer, each VIP one holder."""
+    from ..k3s.stages import check_ready
+
+    if dry:
+        return
+    with run_session(c, "cluster.deploy: verify", yes=yes) as r:
+        hosts = r.inv.with_role("k3s-balancer") + r.inv.with_role("db-balancer")
+        by_key = vrrp.members(r.inv, vrrp.observe_all(r, hosts))
+        bad = []
+        for key, seen in by_key.items():
+            v = vrrp.verdict(key, r.inv.vips[key], seen)
+            if v.ok:
+                r.record(v.holders[0], f"{key} VIP", OK, v.text)
+            else:
+                bad.append(f"{key} VIP: {v.text}")
+        w = datastore.find_writer(r)
+        if w.host is None:
+            bad.append(f"datastore VIP: no writer ({w.reason})")
+        else:
+            r.record(w.via or w.host, "datastore writer", OK, w.host)
+        if r.inv.with_role("k3s-server"):
+            nodes = check_ready(r)  # raises naming every node not Ready
+            say(f"  k3s: {len(nodes)} nodes Ready")
+        if bad:
+            raise StepFailed("verify: " + "; ".join(bad) + ". Fix: fab cluster.status shows "
+                             "every tier")
+
+
+def stages(inv: Inventory) -> list[Stage]:
+    from ..balancers import tasks as balancers
+    from ..db import tasks as db
+    from ..k3s import tasks as k3s
+
+    dbs: list[tuple[str, Task]] = [
+        ("db.install", db.install), ("db.configure", db.configure), ("db.secure", db.secure),
+        ("db.replicate", db.replicate), ("db.users", db.users)]
+    if inv.db["health_check"] == "http":
+        dbs.append(("db.health", db.health))
+    dbs.append(("datastore writer", wait_datastore_writer))
+    n = {r: len(inv.with_role(r)) for r in ("k3s-server", "k3s-agent")}
+    return [
+        Stage("balancers", "HAProxy + keepalived installed and configured on the "
+              f"{len(inv.with_role('k3s-balancer') + inv.with_role('db-balancer'))} balancers "
+              "(reload, never restart, on a config change)",
+              (("balancers.deploy", balancers.deploy),)),
+        Stage("databases", f"MariaDB/MySQL on the {len(inv.with_role('db'))} db hosts: "
+              "config, secure, master-master replication, the k3s and check users",
+              tuple(dbs)),
+        Stage("servers", f"k3s servers ({n['k3s-server']}) installed, started, joined",
+              (("k3s.install-server", k3s.install_server),)),
+        Stage("agents", f"k3s agents ({n['k3s-agent']}) installed and joined",
+              (("k3s.join-agent", k3s.join_agent),)),
+        Stage("verify", "nothing (reads: nodes Ready, datastore writer, VIP holders)",
+              (("verify", verify),)),
+    ]
+
+
+def names(inv: Inventory) -> list[str]:
+    return [s.name for s in stages(inv)]

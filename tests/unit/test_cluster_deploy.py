@@ -1,0 +1,72 @@
+"""cluster.deploy's stage loop (no host touched: the check and the stages' tasks are fakes)."""
+import pytest
+from invoke import Context
+from invoke.exceptions import Exit
+
+from tasks.cluster import stages as cst
+from tasks.cluster import tasks as ct
+from tasks.core.errors import InputError, StepFailed
+from tests.lab.test_cluster_lab import guide_inventory
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    (tmp_path / "hosts.toml").write_text(guide_inventory())
+    monkeypatch.setenv("K3S_HA_INVENTORY", str(tmp_path / "hosts.toml"))
+    ran: list[str] = []
+    monkeypatch.setattr(ct, "check", lambda c, yes=False: ran.append("check"))
+
+    def fake_stages(inv):
+        return [cst.Stage(n, "x", ((f"{n}.task", lambda c, dry, yes, n=n: step(n)),))
+                for n in ("balancers", "databases", "servers", "agents", "verify")]
+
+    def step(n):
+        ran.append(n)
+        if n == fail.get("at"):
+            raise StepFailed(f"{n} broke")
+
+    fail: dict = {}
+    monkeypatch.setattr(cst, "stages", fake_stages)
+    return ran, fail
+
+
+def test_stage_names_follow_the_guide(tmp_path):
+    from tasks.core import inventory
+    (tmp_path / "hosts.toml").write_text(guide_inventory())
+    inv = inventory.load(tmp_path / "hosts.toml")
+    got = [(s.name, [n for n, _ in s.tasks]) for s in cst.stages(inv)]
+    assert got == [("balancers", ["balancers.deploy"]),
+                   ("databases", ["db.install", "db.configure", "db.secure", "db.replicate",
+                                  "db.users", "datastore writer"]),
+                   ("servers", ["k3s.install-server"]), ("agents", ["k3s.join-agent"]),
+                   ("verify", ["verify"])]
+
+
+def test_all_stages_in_order_after_the_check(fake, capsys):
+    ran, _ = fake
+    ct.deploy(Context(), yes=True)
+    assert ran == ["check", "balancers", "databases", "servers", "agents", "verify"]
+    assert "stage times: check" in capsys.readouterr().out
+
+
+def test_from_skips_the_earlier_stages(fake):
+    ran, _ = fake
+    ct.deploy(Context(), yes=True, from_="servers")
+    assert ran == ["check", "servers", "agents", "verify"]
+
+
+def test_unknown_from_is_refused_before_anything(fake):
+    ran, _ = fake
+    with pytest.raises(Exit) as ei:
+        ct.deploy(Context(), yes=True, from_="dbs")
+    assert ei.value.code == 2 and ran == []
+
+
+def test_failed_stage_stops_and_names_the_resume_command(fake, capsys):
+    ran, fail = fake
+    fail["at"] = "servers"
+    with pytest.raises(Exit) as ei:
+        ct.deploy(Context(), yes=True)
+    assert ei.value.code == 1 and ran[-1] == "servers" and "agents" not in ran
+    out = capsys.readouterr().out
+    assert "stage servers failed" in out and "fab cluster.deploy --from servers --yes" in out
