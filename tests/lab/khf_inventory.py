@@ -27,6 +27,9 @@ save_prompted = false
 
 [cluster]
 domain = "lab.lan"
+# lab.up builds the k3s-ha stand-in (NOT k3s) into this airgap folder
+install_method = "binary"
+airgap_dir = ".lab/khf/airgap"
 
 [db]
 semi_sync = true
