@@ -101,8 +101,9 @@ def stages(inv: Inventory) -> list[Stage]:
               tuple(dbs)),
         Stage("servers", f"k3s servers ({n['k3s-server']}) installed, started, joined",
               (("k3s.install-server", k3s.install_server),)),
-        Stage("agents", f"k3s agents ({n['k3s-agent']}) installed and joined",
-              (("k3s.join-agent", k3s.join_agent),)),
+        Stage("agents", f"k3s agents ({n['k3s-agent']}) installed and joined"
+              if n["k3s-agent"] else "nothing: the inventory has no k3s agent",
+              (("k3s.join-agent", k3s.join_agent),) if n["k3s-agent"] else ()),
         Stage("verify", "nothing (reads: nodes Ready, datastore writer, VIP holders)",
               (("verify", verify),)),
     ]

@@ -70,3 +70,15 @@ def test_failed_stage_stops_and_names_the_resume_command(fake, capsys):
     assert ei.value.code == 1 and ran[-1] == "servers" and "agents" not in ran
     out = capsys.readouterr().out
     assert "stage servers failed" in out and "fab cluster.deploy --from servers --yes" in out
+
+
+def test_no_agents_in_the_inventory_means_an_empty_agents_stage(tmp_path):
+    """Agents are 'any number': an inventory without one deploys (the drill's lab has none)."""
+    import re
+
+    from tasks.core import inventory
+    text = re.sub(r'roles = \["k3s-agent"\]', 'roles = ["k3s-server"]', guide_inventory())
+    (tmp_path / "hosts.toml").write_text(text)
+    inv = inventory.load(tmp_path / "hosts.toml")
+    agents = [s for s in cst.stages(inv) if s.name == "agents"][0]
+    assert agents.tasks == () and "no k3s agent" in agents.changes
