@@ -183,7 +183,7 @@ def kine_rows(a: Admin, database: str) -> dict[int, str] | None:
     """kine id -> digest of the row; None when the k3s database has no kine table."""
     if not has_kine(a, database):
         return None
-    rows = a.q(f"SELECT id, MD5(CONCAT_WS('|', name, created, deleted, create_revision, "
+    rows = a.q(f"SELECT id, MD5(CONCAT_WS('|', CAST(name AS BINARY), created, deleted, create_revision, "
                f"prev_revision, lease, MD5(value))) AS d FROM {sql.ident(database)}.kine")
     return {int(r["id"]): str(r["d"]) for r in rows}
 

@@ -72,13 +72,14 @@ def test_unhealthy_cluster_refused(cluster, tmp_path):
     r = run(cluster)
     try:
         conn = r.conn(cluster.host("k3s-balancer-02"))
-        conn.run("systemctl stop haproxy", hide=True)
+        conn.run("systemctl stop haproxy", hide=True, in_stream=False)
         with pytest.raises(Exception) as e:
             session.run_drill(r, ["db-standby-down"], 1, True, str(tmp_path / "r"))
         assert "k3s-balancer-02: haproxy inactive" in str(e.value)
         assert not (tmp_path / "r").exists()
-        conn.run("systemctl start haproxy", hide=True)
     finally:
+        r.conn(cluster.host("k3s-balancer-02")).run("systemctl start haproxy", hide=True,
+                                                    in_stream=False)
         r.close()
 
 
