@@ -1,0 +1,103 @@
+"""Datastore failover under a writer client, on real MariaDB/HAProxy/keepalived in the lab
+(instance "khe", 10.77.70.0/24; see tests/lab/dbfail_kit.py).
+
+For each fault: zero acknowledged rows lost, zero ids acknowledged twice, no failback to
+the node that failed, replication healthy again after the repair (db.rejoin where the
+health daemon fenced a node) and checksums equal. Short repair delays here; the long ones
+and the guide-vs-defaults comparison are in bench/datastore_failover.py.
+"""
+import os
+import time
+
+import pytest
+
+from tasks.core import inventory
+from tasks.lab import labnet
+from tests.lab import dbfail_kit as kit
+
+pytestmark = pytest.mark.lab
+RESULTS: list = []
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    inv = inventory.load(kit.write_inventory(tmp_path_factory.mktemp("khe")))
+    try:
+        labnet.up(inv, log=lambda m: None)
+        kit.deploy(inv)
+        yield inv
+    finally:
+        try:
+            kit.repl_cut(inv, False)
+        except Exception:  # noqa: BLE001 - the lab may be half up
+            pass
+        labnet.down(inv, log=lambda m: None)
+        for r in RESULTS:
+            print(f"\nRESULT {r}")
+
+
+def check(r: kit.Result, max_outage: float) -> None:
+    RESULTS.append(r)
+    assert r.acked > 100, r
+    assert r.lost == 0, r
+    assert r.reused == 0, r
+    assert r.checksum_ok, r
+    assert r.outage < max_outage, r
+
+
+def test_defaults_are_sticky_http_gtid(lab):
+    st = kit.fab(lab, "db.status", "--yes")
+    assert st.returncode == 0, st.stdout + st.stderr
+    for h in (kit.DB1, kit.DB2):
+        line = next(ln for ln in st.stdout.splitlines() if ln.startswith(h))
+        assert "active" in line and "-1-" in line, st.stdout  # semi-sync acking, GTIDs
+    s = kit.admin(lab, kit.DB1)
+    assert s("SELECT COUNT(*) c FROM mysql.user WHERE User='haproxy-check'")[0]["c"] == 0
+    assert s("SHOW SLAVE STATUS")[0]["Using_Gtid"] == "Slave_Pos"
+    s.close()
+
+
+def test_writer_power_cut(lab):
+    writer = kit.writer_host(lab)
+    r = kit.run_fault(lab, kit.FAULTS[0], 8, "k3s.t_power")
+    check(r, 3.0)
+    assert kit.writer_host(lab) != writer, "no failback to the node that lost power"
+
+
+def test_writer_partition_auto_increment(lab):
+    writer = kit.writer_host(lab)
+    r = kit.run_fault(lab, kit.FAULTS[1], 8, "k3s.t_part")
+    check(r, 5.0)
+    assert kit.writer_host(lab) != writer, "no failback to the partitioned node"
+
+
+def test_standby_power_cut(lab):
+    writer = kit.writer_host(lab)
+    r = kit.run_fault(lab, kit.FAULTS[2], 8, "k3s.t_standby")
+    check(r, 3.0)
+    assert kit.writer_host(lab) == writer and not r.errant
+
+
+def test_replication_link_cut(lab):
+    writer = kit.writer_host(lab)
+    r = kit.run_fault(lab, kit.FAULTS[3], 8, "k3s.t_repl")
+    check(r, 3.0)
+    assert kit.writer_host(lab) == writer and not r.errant
+
+
+def test_switchover_moves_the_writer_with_zero_lost_writes(lab):
+    writer = kit.writer_host(lab)
+    w = kit.Writer(lab, table="k3s.t_switch")
+    with w:
+        time.sleep(2)
+        t0 = time.monotonic()
+        p = kit.fab(lab, "db.switchover", "--yes")
+        assert p.returncode == 0, p.stdout + p.stderr
+        time.sleep(2)
+    r = kit.verdict(lab, w, "switchover", t0, "", 0.0)
+    check(r, 5.0)
+    assert kit.writer_host(lab) != writer
+    again = kit.fab(lab, "db.switchover", "--to", kit.writer_host(lab), "--yes")
+    assert again.returncode == 2 and "already the writer" in again.stderr, again.stderr
