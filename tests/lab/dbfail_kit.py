@@ -76,6 +76,10 @@ server_id = 1
 address = "{SUBNET}.32"
 roles = ["db"]
 server_id = 2
+
+[hosts.k3s-server-01]
+address = "{SUBNET}.41"
+roles = ["k3s-server"]
 """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "hosts.toml"

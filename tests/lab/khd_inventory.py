@@ -7,9 +7,11 @@ DB_VIP = f"{SUBNET}.101"
 
 
 def write_inventory(folder: Path, extra_db: str = "", name: str = "hosts.toml",
-                    secrets_file: str = "secrets.toml", save_prompted: bool = False) -> Path:
+                    secrets_file: str = "secrets.toml", save_prompted: bool = False,
+                    health_check: str = "mysql-check", gtid: bool = False) -> Path:
     """hosts.toml (or `name`) for lab khd in `folder` (ssh key, known_hosts, secrets
-    beside it)."""
+    beside it). The guide's check and file/position replication unless told otherwise
+    (the defaults, http and GTID, are what test_dbfailover_lab.py runs)."""
     text = f"""
 [lab]
 enabled = true
@@ -29,6 +31,8 @@ save_prompted = {str(save_prompted).lower()}
 semi_sync = true
 semi_sync_timeout_ms = 3000
 rise = 3
+health_check = "{health_check}"
+gtid = {str(gtid).lower()}
 {extra_db}
 
 [vips.db]
