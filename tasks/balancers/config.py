@@ -61,7 +61,13 @@ def _api_proxy(inv: Inventory) -> dict[str, Any]:
 
 DB_PEERS = "k3s-db-peers"
 DB_PEERS_PORT = 10000
-DB_STICK = ["stick-table type integer size 1 nopurge peers " + DB_PEERS, "stick on int(1)"]
+# One entry (key 1) whose gpt0 holds the writer's server id, synced between the db
+# balancers: a response from a server sets it (overwrites: a `stick on` entry is never
+# overwritten, [lab] it brought the old writer back), a request uses it while that server
+# is UP, else `balance first` picks the first UP (= eligible) server.
+DB_STICK = ["stick-table type integer size 1 nopurge store gpt0 peers " + DB_PEERS,
+            "tcp-request content track-sc0 int(1)",
+            "tcp-response content sc-set-gpt0(0) srv_id"]
 
 
 def _db_proxy(inv: Inventory) -> dict[str, Any]:
@@ -85,8 +91,10 @@ def _db_proxy(inv: Inventory) -> dict[str, Any]:
                         "options": f"check{port} {role}"})
     how = ("the writer held in a stick table shared by the db balancers, no failback"
            if sticky else "one writer at a time (primary + backup)")
+    use = [f"use-server {h.name} if {{ sc0_get_gpt0 eq {h.server_id} }} "
+           f"{{ srv_is_up({PROXY['db']}/{h.name}) }}" for h in inv.with_role("db")]
     return {"name": PROXY["db"], "port": b["db_port"], "balance": "first",
-            "check": lines, "servers": servers, "extra": DB_STICK if sticky else [],
+            "check": lines, "servers": servers, "extra": DB_STICK + use if sticky else [],
             "default_server": f"inter {d['check_inter_ms']}ms fall {d['fall']} "
                               f"rise {d['rise']} on-marked-down shutdown-sessions",
             "comment": f"datastore: :{b['db_port']} to {how}, check {d['health_check']}"}

@@ -125,32 +125,20 @@ def _gtid_wait(n: Node, pos: str, timeout: int = 30) -> None:
 
 
 def _stick_all(r: Run, p: Pair) -> None:
-    """The sticky-writer entry moved to `p.new` on every db balancer: the old writer in
-    maintenance, the entry cleared, one connection through each HAProxy stores the new
-    writer (the only server left), checked, then the old writer is ready again (standby:
-    the entry keeps the writes on the new one)."""
-    bals = r.inv.with_role("db-balancer")
-    be, port = datastore.DB_BACKEND, r.inv.balancers["db_port"]
-    for b in bals:
-        for cmd in (f"set server {be}/{p.old.name} state maint", f"clear table {be}",
-                    f"shutdown sessions server {be}/{p.old.name}"):
-            datastore.admin_command(r.conn(b), cmd)
-    try:
-        for b in bals:
-            r.step(b, f"writer {p.new.name}", lambda b=b: _store(r, b, p.new.host, port))
-    finally:
-        for b in bals:
-            datastore.admin_command(r.conn(b), f"set server {be}/{p.old.name} state ready")
+    """The writer entry (gpt0 of key 1) set to `p.new` on every db balancer's HAProxy and
+    the sessions still on the old writer cut; read back."""
+    be = datastore.DB_BACKEND
+    for b in r.inv.with_role("db-balancer"):
+        r.step(b, f"writer {p.new.name}", lambda b=b: _set_writer(r.conn(b), be, p))
 
 
-def _store(r: Run, b: Host, new: Host, port: int) -> bool:
-    conn = r.conn(b)
-    sh(conn, f"timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{int(port)}; sleep 0.2'",
-       warn=True, write=False)
+def _set_writer(conn: Any, be: str, p: Pair) -> bool:
+    datastore.admin_command(conn, f"set table {be} key 1 data.gpt0 {p.new.host.server_id}")
+    datastore.admin_command(conn, f"shutdown sessions server {be}/{p.old.name}")
     sid = datastore.stuck_server_id(conn)
-    if sid != new.server_id:
-        raise StepFailed(f"{b.name}: HAProxy's writer entry is {sid}, not {new.name} "
-                         f"({new.server_id}) after the switch. Fix: fab balancers.status")
+    if sid != p.new.host.server_id:
+        raise StepFailed(f"HAProxy's writer entry is {sid}, not {p.new.name} "
+                         f"({p.new.host.server_id}) after the switch. Fix: fab balancers.status")
     return True
 
 

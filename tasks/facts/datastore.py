@@ -44,9 +44,10 @@ DB_BACKEND = "k3s-db"
 
 
 def parse_stick_table(text: str) -> int | None:
-    """The server_id of the one entry of `show table k3s-db` (pure); None when empty."""
-    m = re.search(r"\bkey=1\b.*?\bserver_id=(\d+)", text)
-    return int(m.group(1)) if m else None
+    """The writer's server id (gpt0) of the one entry of `show table k3s-db` (pure); None
+    when there is no entry or it holds no writer yet (0)."""
+    m = re.search(r"\bkey=1\b.*?\bgpt0=(\d+)", text)
+    return int(m.group(1)) or None if m else None
 
 
 def stuck_server_id(conn: Connection) -> int | None:

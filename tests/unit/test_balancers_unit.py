@@ -174,8 +174,10 @@ def test_datastore_has_one_writer() -> None:
     # the sticky writer: no backup, the writer held in a stick table synced by peers
     assert not any("backup" in s.split() for s in servers)
     assert [s.split()[-2:] for s in servers] == [["id", "1"], ["id", "2"]]
-    assert "stick-table type integer size 1 nopurge peers k3s-db-peers" in hap
-    assert "stick on int(1)" in hap and "peers k3s-db-peers" in hap
+    assert "stick-table type integer size 1 nopurge store gpt0 peers k3s-db-peers" in hap
+    assert "tcp-response content sc-set-gpt0(0) srv_id" in hap and "stick on" not in hap
+    assert ("use-server k3s-db-02 if { sc0_get_gpt0 eq 2 } { srv_is_up(k3s-db/k3s-db-02) }"
+            in hap)
     assert "localpeer k3s-db-balancer-01" in hap
     assert "default-server inter 500ms fall 2 rise 3 on-marked-down shutdown-sessions" in hap
     assert "option httpchk GET /" in hap and "mysql-check" not in hap

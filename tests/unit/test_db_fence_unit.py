@@ -32,13 +32,13 @@ class FakeDb:
     """mysqld as the daemon sees it: executed GTIDs, DML counter, peer dump threads."""
 
     def __init__(self):
-        self.gtid, self.dml, self.dumps, self.io = "1-1-5", 0, "", "Yes"
+        self.gtid, self.dumps, self.io = "1-1-5", "", "Yes"
         self.sent: list[str] = []
 
     def __call__(self, stmt, batch=True):
         self.sent.append(stmt)
         if stmt.startswith("SELECT"):
-            return [[self.gtid, str(self.dml), self.dumps or "NULL"]]
+            return [[self.gtid, "2", self.dumps or "NULL"]]  # db-02: GTID domain 2
         if stmt.startswith("SHOW"):
             cols = ["Slave_IO_Running", "Slave_SQL_Running", "Last_SQL_Errno",
                     "Relay_Master_Log_File", "Master_Log_File", "Exec_Master_Log_Pos",
@@ -75,7 +75,7 @@ def test_takeover_guards_replication_until_the_old_writer_is_proven_clean(daemon
     fence = ns["Fence"]()
     ticks(ns, fence, 1)
     peer["up"] = False                      # the writer db-01 is gone
-    db.dml, db.gtid = 10, "1-1-5,2-2-1"     # clients write here now
+    db.gtid = "1-1-5,2-2-1"                 # clients commit here now (domain 2 grows)
     v = ticks(ns, fence)
     assert v["role"] == "writer" and v["code"] == 200 and v["guarded"]
     assert "STOP REPLICA IO_THREAD" in db.sent
@@ -145,8 +145,9 @@ def _srv(name, status):
 
 def test_the_stuck_server_writes_while_up():
     text = ("# table: k3s-db, type: integer, size:1, used:1\n"
-            "0x55d0: key=1 use=0 exp=0 shard=0 server_id=2 server_key=k3s-db-02\n")
+            "0x55d0c0a626b8: key=1 use=1 exp=0 gpt0=2\n")  # [lab] HAProxy 2.6
     assert parse_stick_table(text) == 2 and parse_stick_table("# table: k3s-db\n") is None
+    assert parse_stick_table("0x1: key=1 use=0 exp=0 gpt0=0\n") is None
     both = [_srv("k3s-db-01", "UP"), _srv("k3s-db-02", "UP")]
     assert writer(both, {"k3s-db-01", "k3s-db-02"}, "k3s-db-02") == "k3s-db-02"
     one = [_srv("k3s-db-01", "UP"), _srv("k3s-db-02", "DOWN")]
