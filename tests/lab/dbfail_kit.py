@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +18,9 @@ import pymysql
 
 from tasks.lab import labnet
 from tasks.lab.names import lab_name, switch_ns
+from tests.lab import khd_inventory
+from tests.lab.test_db_lab import admin, fab, secret, wait_for  # noqa: F401 - re-exported
 
-ROOT = Path(__file__).resolve().parents[2]
 SUBNET = "10.77.70"
 DB1, DB2 = "k3s-db-01", "k3s-db-02"
 DB_VIP = f"{SUBNET}.101"
@@ -33,65 +32,8 @@ gtid = false"""
 
 
 def write_inventory(folder: Path, extra_db: str = "") -> Path:
-    text = f"""
-[lab]
-enabled = true
-name = "khe"
-subnet = "{SUBNET}.0/24"
-operator_address = "{SUBNET}.1"
-
-[ssh]
-key = "ssh/id_ed25519"
-known_hosts = "ssh/known_hosts"
-
-[secrets]
-file = "secrets.toml"
-save_prompted = false
-
-[db]
-{extra_db}
-
-[vips.db]
-address = "{DB_VIP}"
-prefix = 24
-name = "k3s-db-balancer"
-interface = "host0"
-virtual_router_id = 47
-priorities = [100, 90]
-
-[hosts.k3s-db-balancer-01]
-address = "{SUBNET}.21"
-roles = ["db-balancer"]
-
-[hosts.k3s-db-balancer-02]
-address = "{SUBNET}.22"
-roles = ["db-balancer"]
-
-[hosts.{DB1}]
-address = "{SUBNET}.31"
-roles = ["db"]
-server_id = 1
-
-[hosts.{DB2}]
-address = "{SUBNET}.32"
-roles = ["db"]
-server_id = 2
-
-[hosts.k3s-server-01]
-address = "{SUBNET}.41"
-roles = ["k3s-server"]
-"""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "hosts.toml"
-    path.write_text(text)
-    return path
-
-
-def fab(inv, *args, timeout=600):
-    e = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
-    e["K3S_HA_INVENTORY"] = str(inv.path)
-    return subprocess.run([sys.executable, "-m", "fabric", *args], cwd=ROOT, env=e, text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    """Lab khe: the db lab's hosts on 10.77.70.0/24, [db] = the defaults + `extra_db`."""
+    return khd_inventory.write_inventory(folder, lab=("khe", SUBNET, 47), db_section=extra_db)
 
 
 def deploy(inv) -> None:
@@ -99,23 +41,6 @@ def deploy(inv) -> None:
                  "db.health", "balancers.deploy"):
         p = fab(inv, task, "--yes")
         assert p.returncode == 0, f"{task}:\n{p.stdout}\n{p.stderr}"
-
-
-def secret(inv, name):
-    return tomllib.loads(inv.resolve_path(inv.secrets["file"]).read_text())[name]
-
-
-def admin(inv, host, wait=90.0):
-    """Admin session to `host` over SSH (waits for a host just powered on)."""
-    from tests.lab.test_db_lab import Sql
-    end = time.monotonic() + wait
-    while True:
-        try:
-            return Sql(inv, host, "k3sha_admin", secret(inv, "db_admin_password"))
-        except Exception:
-            if time.monotonic() > end:
-                raise
-            time.sleep(1)
 
 
 # ------------------------------------------------------------------ the writer client
@@ -223,22 +148,17 @@ FAULTS = [Fault("writer power cut", "writer", "power"),
           Fault("replication link cut", "writer", "replcut")]
 
 
+OPS = {"power": (labnet.power_off, labnet.power_on),
+       "partition": (labnet.partition, labnet.heal),
+       "replcut": (lambda inv, _: repl_cut(inv, True), lambda inv, _: repl_cut(inv, False))}
+
+
 def inject(inv, f: Fault, host: str) -> None:
-    if f.kind == "power":
-        labnet.power_off(inv, host)
-    elif f.kind == "partition":
-        labnet.partition(inv, host)
-    else:
-        repl_cut(inv, True)
+    OPS[f.kind][0](inv, host)
 
 
 def repair(inv, f: Fault, host: str) -> None:
-    if f.kind == "power":
-        labnet.power_on(inv, host)
-    elif f.kind == "partition":
-        labnet.heal(inv, host)
-    else:
-        repl_cut(inv, False)
+    OPS[f.kind][1](inv, host)
 
 
 # ------------------------------------------------------------------ verdicts
@@ -254,22 +174,26 @@ class Result:
     checksum_ok: bool
 
 
-def replica_ok(inv, host) -> bool:
+def replica_ok(inv, host) -> str | None:
+    """The node's executed GTIDs when both replica threads run, else None."""
     s = admin(inv, host)
     try:
         st = s("SHOW SLAVE STATUS")
-        return bool(st) and st[0]["Slave_IO_Running"] == "Yes" and \
+        ok = bool(st) and st[0]["Slave_IO_Running"] == "Yes" and \
             st[0]["Slave_SQL_Running"] == "Yes"
+        return s("SELECT @@gtid_binlog_pos g")[0]["g"] if ok else None
     finally:
         s.close()
 
 
 def converge(inv, t_repair: float, timeout: float = 60) -> tuple[str, float]:
-    """Wait for both replicas healthy; when db.status names a node ERRANT, db.rejoin it.
-    (the node rebuilt, seconds from the repair to healthy); raises when it never is."""
+    """Wait for both replicas running and the same GTIDs executed on both; when db.status
+    names a node ERRANT, db.rejoin it. (the node rebuilt, seconds from the repair to
+    healthy); raises when it never is."""
     rebuilt, end = "", time.monotonic() + timeout
     while time.monotonic() < end:
-        if replica_ok(inv, DB1) and replica_ok(inv, DB2):
+        a, b = replica_ok(inv, DB1), replica_ok(inv, DB2)
+        if a is not None and a == b:
             st = fab(inv, "db.status", "--yes")
             if st.returncode == 0:
                 return rebuilt, time.monotonic() - t_repair

@@ -7,6 +7,7 @@ health daemon fenced a node) and checksums equal. Short repair delays here; the 
 and the guide-vs-defaults comparison are in bench/datastore_failover.py.
 """
 import os
+import subprocess
 import time
 
 import pytest
@@ -101,3 +102,19 @@ def test_switchover_moves_the_writer_with_zero_lost_writes(lab):
     assert kit.writer_host(lab) != writer
     again = kit.fab(lab, "db.switchover", "--to", kit.writer_host(lab), "--yes")
     assert again.returncode == 2 and "already the writer" in again.stderr, again.stderr
+
+
+def test_both_balancers_hold_the_same_writer(lab):
+    """The writer entry is shared through the `peers` section: a VIP move to the other
+    balancer keeps the writer (no failback by way of a balancer failover)."""
+    from tasks.facts.datastore import parse_stick_table
+
+    def entry(b):
+        p = subprocess.run(labnet.ssh_argv(lab, b, [
+            "echo 'show table k3s-db' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock"]),
+            capture_output=True, text=True, timeout=30)
+        return parse_stick_table(p.stdout)
+
+    want = {kit.DB1: 1, kit.DB2: 2}[kit.writer_host(lab)]
+    assert kit.wait_for(lambda: entry("k3s-db-balancer-02") == want, 10), (
+        entry("k3s-db-balancer-01"), entry("k3s-db-balancer-02"))
