@@ -206,7 +206,19 @@ def converge(inv, t_repair: float, timeout: float = 60) -> tuple[str, float]:
             continue
         time.sleep(1)
     raise AssertionError(f"replication not healthy {timeout} s after the repair:\n"
-                         + fab(inv, "db.status", "--yes").stdout)
+                         + fab(inv, "db.status", "--yes").stdout + io_errors(inv))
+
+
+def io_errors(inv) -> str:
+    out = ""
+    for h in (DB1, DB2):
+        s = admin(inv, h)
+        st = (s("SHOW SLAVE STATUS") or [{}])[0]
+        out += (f"\n{h}: {st.get('Last_IO_Error')} | {st.get('Last_SQL_Error')} | slave_pos "
+                f"{s('SELECT @@gtid_slave_pos g')[0]['g']} | binlog "
+                f"{s('SELECT @@gtid_binlog_pos g')[0]['g']}")
+        s.close()
+    return out
 
 
 def verdict(inv, w: Writer, fault: str, t_fault: float, rebuilt: str, healthy: float
