@@ -35,7 +35,7 @@ class FakeDb:
         self.gtid, self.dumps, self.io = "1-1-5", "", "Yes"
         self.sent: list[str] = []
 
-    def __call__(self, stmt, batch=True):
+    def __call__(self, stmt, batch=True, timeout=3):
         self.sent.append(stmt)
         if stmt.startswith("SELECT"):
             return [[self.gtid, "2", self.dumps or "NULL"]]  # db-02: GTID domain 2
