@@ -272,8 +272,10 @@ def test_peer_unreachable_changes_nothing_then_writes_catch_up(lab):
         t0 = time.monotonic()
         b("INSERT INTO labcheck.t (v) VALUES ('while db-01 is off')")
         TIMINGS["write with peer off (semi-sync timeout)"] = time.monotonic() - t0
-        st = {r["Variable_name"]: r["Value"] for r in b("SHOW STATUS LIKE 'Rpl_semi_sync_master_status'")}
-        assert st["Rpl_semi_sync_master_status"] == "OFF"  # fell back to async, reported
+        st = {r["Variable_name"]: r["Value"] for r in b("SHOW STATUS LIKE 'Rpl_semi_sync_master_%'")}
+        # no replica acknowledging: the dead peer's connection gone, or the timeout hit
+        assert st["Rpl_semi_sync_master_clients"] == "0" or \
+            st["Rpl_semi_sync_master_status"] == "OFF", st
         s = fab(lab, "db.status")
         assert "NO REPLICA ACKING" in s.stdout and s.returncode == 1, s.stdout
         b.close()
@@ -464,7 +466,8 @@ def test_position_replication_moves_to_gtid_without_reset(lab):
         for task in ("db.configure", "db.replicate"):
             p = fab(lab, task)
             assert p.returncode == 0, f"{task}:\n{p.stdout}\n{p.stderr}"
-        assert p.stdout.count("(to GTID, same position)") == 2, p.stdout
+        assert sum("(to GTID, same position) changed" in ln
+                   for ln in p.stdout.splitlines()) == 2, p.stdout
         for h in (DB1, DB2):
             s = admin(lab, h)
             st = s("SHOW SLAVE STATUS")[0]
