@@ -46,7 +46,8 @@ def one_setting(name: str, heal: float) -> list[kit.Result | str]:
                 try:
                     out.append(kit.run_fault(inv, f, heal, f"k3s.b{i}"))
                 except AssertionError as e:
-                    out.append(f"{f.name}: {str(e).splitlines()[0]}")
+                    lines = str(e).splitlines()
+                    out.append(f"{f.name}: {lines[0]}\n" + "\n".join(lines[-2:]))
                     break  # replication broken for good: later faults would measure nothing
         finally:
             try:
