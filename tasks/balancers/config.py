@@ -53,28 +53,60 @@ def _api_proxy(inv: Inventory) -> dict[str, Any]:
     how = ("one primary, the others backup" if b["api_backend"] == "primary-backup"
            else "round-robin across every server")
     return {"name": PROXY["api"], "port": b["api_port"], "balance": "roundrobin",
-            "check": lines, "servers": servers,
+            "check": lines, "servers": servers, "extra": [],
+            "default_server": "inter 2s fall 3 rise 2",
             "comment": f"k3s API: :{b['api_port']} to the k3s servers' :{K3S_API_PORT}, {how}, "
                        f"check {b['api_health_check']}"}
 
 
+DB_PEERS = "k3s-db-peers"
+DB_PEERS_PORT = 10000
+# One entry (key 1) whose gpt0 holds the writer's server id, synced between the db
+# balancers: a response from a server sets it (overwrites: a `stick on` entry is never
+# overwritten, [lab] it brought the old writer back), a request uses it while that server
+# is UP, else `balance first` picks the first UP (= eligible) server.
+DB_STICK = ["stick-table type integer size 1 nopurge store gpt0 peers " + DB_PEERS,
+            "tcp-request content track-sc0 int(1)",
+            "tcp-response content sc-set-gpt0(0) srv_id"]
+
+
 def _db_proxy(inv: Inventory) -> dict[str, Any]:
+    """The datastore backend. With the http check (default): a sticky writer. The stick
+    table (one entry, synced between the db balancers) holds the server taking writes; it
+    changes only when that server fails its check, and then to the first server whose
+    replication-aware check passes: no failback. With mysql-check (the guide): primary +
+    backup, a returning primary takes the writes back after `rise` checks."""
     d, b = inv.db, inv.balancers
-    if d["health_check"] == "http":
+    sticky = d["health_check"] == "http"
+    if sticky:
         lines, port = ["option httpchk GET /", "http-check expect status 200"], \
             f" port {d['health_port']}"
     else:
         lines, port = [f"option mysql-check user {d['check_user']} post-41"], ""
     servers = []
     for i, h in enumerate(inv.with_role("db")):
-        role = ("on-marked-up shutdown-backup-sessions" if i == 0 else "backup")
+        role = (f"id {h.server_id}" if sticky else
+                "on-marked-up shutdown-backup-sessions" if i == 0 else "backup")
         servers.append({"name": h.name, "address": inv.fqdn(h.name), "port": d["port"],
-                        "options": f"check{port} {role} on-marked-down shutdown-sessions "
-                                   f"rise {d['rise']}"})
+                        "options": f"check{port} {role}"})
+    how = ("the writer held in a stick table shared by the db balancers, no failback"
+           if sticky else "one writer at a time (primary + backup)")
+    use = [f"use-server {h.name} if {{ sc0_get_gpt0 eq {h.server_id} }} "
+           f"{{ srv_is_up({PROXY['db']}/{h.name}) }}" for h in inv.with_role("db")]
     return {"name": PROXY["db"], "port": b["db_port"], "balance": "first",
-            "check": lines, "servers": servers,
-            "comment": f"datastore: :{b['db_port']} to one writer at a time (primary + backup), "
-                       f"check {d['health_check']}"}
+            "check": lines, "servers": servers, "extra": DB_STICK + use if sticky else [],
+            "default_server": f"inter {d['check_inter_ms']}ms fall {d['fall']} "
+                              f"rise {d['rise']} on-marked-down shutdown-sessions",
+            "comment": f"datastore: :{b['db_port']} to {how}, check {d['health_check']}"}
+
+
+def db_peers(inv: Inventory, host: Host) -> dict[str, Any] | None:
+    """The `peers` section syncing the writer's stick table between the db balancers."""
+    if inv.db["health_check"] != "http" or "db" not in pair_keys(inv, host):
+        return None
+    members = [{"name": h.name, "address": h.address}
+               for h in inv.with_role(inv.vips["db"].role)]
+    return {"name": DB_PEERS, "port": DB_PEERS_PORT, "members": members}
 
 
 def haproxy_config(inv: Inventory, host: Host) -> str:
@@ -82,7 +114,7 @@ def haproxy_config(inv: Inventory, host: Host) -> str:
     keys = balancer_keys(inv, host)
     proxies = [_api_proxy(inv) if k == "api" else _db_proxy(inv) for k in keys]
     return render.render("haproxy.cfg.j2", host=host.name, b=inv.balancers, proxies=proxies,
-                         admin_socket=ADMIN_SOCKET)
+                         admin_socket=ADMIN_SOCKET, peers=db_peers(inv, host))
 
 
 def _num(x: float) -> str:

@@ -3,12 +3,15 @@ master-master replication, users, status, checksums and the replication-aware he
 endpoint. `tasks` reads top-down like the guide's step; below it, one job per module:
 `session` (pymysql over an SSH channel, the admin login, the Node model), `replication`
 (the typed plan and its executor), `seed` (consistent dump seeding), `accounts`
-(secure installation, address-limited accounts), `health` (the HTTP endpoint) and `sql`
+(secure installation, address-limited accounts), `health` (the HTTP endpoint and fence),
+`operate` (db.switchover, db.rejoin) and `sql`
 (per-dialect statements). What the servers report is read by tasks/facts/mysql.py; which
 node takes the writes, by tasks/facts/datastore.py.
 """
 from invoke import Collection
 
-from . import tasks
+from . import operate, tasks
 
 ns = Collection.from_module(tasks, name="db")
+ns.add_task(operate.switchover)
+ns.add_task(operate.rejoin)

@@ -2,7 +2,10 @@
 
 A small Python program (files/db-health.py.j2) run by systemd: 200 when the replica's
 threads run and it has applied what it received, 503 otherwise; it answers only the
-datastore balancers, the host itself and localhost.
+datastore balancers, the peer, the host itself and localhost. It is also the datastore's
+fence (the state machine is documented at the top of the program): it guards a new
+writer's replication from a peer not proven clean, fails a node holding errant GTIDs and
+cuts a dead peer's semi-sync wait short.
 """
 from __future__ import annotations
 
@@ -20,16 +23,24 @@ HEALTH_BIN = "/usr/local/bin/k3s-ha-db-health"
 HEALTH_UNIT = "/etc/systemd/system/k3s-ha-db-health.service"
 
 
+def peer_of(inv: Inventory, h: Host) -> Host:
+    return next(x for x in inv.with_role("db") if x.name != h.name)
+
+
 def health_allowed(inv: Inventory, h: Host) -> list[str]:
-    """Addresses the health endpoint on `h` answers: the datastore balancers, `h`, localhost."""
-    return sorted({"127.0.0.1", h.address}
+    """Addresses the health endpoint on `h` answers: the datastore balancers, the peer db
+    host, `h`, localhost."""
+    return sorted({"127.0.0.1", h.address, peer_of(inv, h).address}
                   | {b.address for b in inv.with_role("db-balancer")})
 
 
 def health_script(inv: Inventory, h: Host, d: sql.Dialect) -> str:
     return render.render("db-health.py.j2", port=inv.db["health_port"],
                          status_sql=sql.show_replica_status(d),
-                         allowed=repr(health_allowed(inv, h)))
+                         allowed=repr(health_allowed(inv, h)), peer=peer_of(inv, h).address,
+                         mysql_port=inv.db["port"], gtid_sql=sql.gtid_executed_var(d),
+                         stop_io=sql.stop_replica(d, "IO_THREAD"),
+                         start_io=sql.start_replica(d, "IO_THREAD"))
 
 
 def ensure_health(r: Run, conn: Connection, h: Host) -> None:

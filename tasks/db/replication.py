@@ -25,6 +25,7 @@ class State(Enum):
     REPAIR = "repair"       # wrong user or refused login: new credentials, same position
     KICK = "kick"           # IO thread stuck connecting: reconnect it
     START = "start"         # configured and stopped: start it
+    GTID = "gtid"           # healthy, by file/position: move it to GTID at the same point
     REFUSE = "refuse"       # not ours to fix (foreign source, SQL error)
 
 
@@ -40,6 +41,7 @@ class Kind(Enum):
     REPAIR = "repair"
     KICK = "kick"
     START = "start"
+    GTID = "gtid"
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,11 @@ class Action:
 
 
 _KIND = {State.MISSING: Kind.CONFIGURE, State.REPAIR: Kind.REPAIR, State.KICK: Kind.KICK,
-         State.START: Kind.START}
+         State.START: Kind.START, State.GTID: Kind.GTID}
 
 
-def direction_state(rep: facts.ReplicaStatus, peer: Host, user: str) -> Direction:
+def direction_state(rep: facts.ReplicaStatus, peer: Host, user: str,
+                    gtid: bool = False) -> Direction:
     """The state of one replica -> source direction (pure)."""
     if not rep.configured:
         return Direction(State.MISSING)
@@ -70,18 +73,27 @@ def direction_state(rep: facts.ReplicaStatus, peer: Host, user: str) -> Directio
         return Direction(State.REPAIR)
     if rep.last_io_errno or rep.io_running == "Connecting":
         return Direction(State.KICK)
+    if gtid and not rep.using_gtid:
+        return Direction(State.GTID)
     if rep.io_running != "Yes" or rep.sql_running != "Yes":
         return Direction(State.START)
     return Direction(State.OK)
 
 
-def plan(a: Node, b: Node, user: str) -> list[Action]:
+def plan(a: Node, b: Node, user: str, gtid: bool = False) -> list[Action]:
     """Actions to reach healthy master-master from both nodes' facts; raises Refused."""
     assert a.facts is not None and b.facts is not None
+    if (a.facts.replica.configured and b.facts.replica.configured and a.d.mariadb
+            and facts.divergence(a.facts.gtid, b.facts.gtid) is facts.Divergence.DIVERGED):
+        raise Refused(
+            f"{a.name} and {b.name} diverged: {a.name} holds {facts.gtids_lacking(a.facts.gtid, b.facts.gtid)} "
+            f"that {b.name} lacks and {b.name} holds {facts.gtids_lacking(b.facts.gtid, a.facts.gtid)} that "
+            f"{a.name} lacks (errant transactions of a cut-off writer). Fix: fab db.rejoin "
+            "--host <the node NOT taking writes; fab db.status marks it ERRANT>")
     states: dict[str, State] = {}
     for x, y in ((a, b), (b, a)):
         assert x.facts is not None
-        st = direction_state(x.facts.replica, y.host, user)
+        st = direction_state(x.facts.replica, y.host, user, gtid)
         if st.state is State.REFUSE:
             raise Refused(f"{x.name}: {st.why}")
         states[x.name] = st.state
@@ -146,7 +158,8 @@ def execute(r: Steps, actions: list[Action], inv: Inventory, user: str, password
 def _label(x: Action) -> str:
     step = f"replica of {x.source.name}"
     return {Kind.CONFIGURE: step, Kind.REPAIR: step + " (credentials)",
-            Kind.KICK: step + " (reconnect)", Kind.START: step + " (start)"}[x.kind]
+            Kind.KICK: step + " (reconnect)", Kind.START: step + " (start)",
+            Kind.GTID: step + " (to GTID, same position)"}[x.kind]
 
 
 def _apply(x: Action, inv: Inventory, user: str, password: str,
@@ -157,15 +170,32 @@ def _apply(x: Action, inv: Inventory, user: str, password: str,
         fpos = coords.get(n.name) or facts.binlog_position(x.source)
         if fpos is None:
             raise StepFailed(f"{x.source.name}: binary log is off. Fix: fab db.configure")
+        if inv.db["gtid"]:
+            _gtid_slave_pos(n, x.source, fpos)
         n.write(sql.change_source(d, host=x.source.host.address, port=inv.db["port"],
                                   user=user, password=password, log_file=fpos[0],
                                   log_pos=fpos[1], gtid=inv.db["gtid"]))
+    elif x.kind is Kind.GTID:
+        n.write(sql.stop_replica(d))
+        rep = facts.replica_status(n)  # what the SQL thread applied: the exact point
+        _gtid_slave_pos(n, x.source, (rep.relay_source_log_file, rep.exec_pos))
+        n.write(sql.change_source(d, gtid=True))
     elif x.kind is Kind.REPAIR:
         n.write(sql.stop_replica(d))
         n.write(sql.change_source(d, user=user, password=password))
     elif x.kind is Kind.KICK:
         n.write(sql.stop_replica(d, "IO_THREAD"))
     n.write(sql.start_replica(d))
+
+
+def _gtid_slave_pos(n: Node, source: Node, fpos: tuple[str, int]) -> None:
+    """MariaDB: the replica's GTID position = the source's binlog (file, pos) in GTIDs."""
+    if not n.d.mariadb:
+        return  # MySQL's auto-position reads gtid_executed itself
+    pos = source.q(sql.binlog_gtid_pos(), fpos)[0]["g"]
+    if pos is None:
+        raise StepFailed(f"{source.name}: no GTID position for {fpos[0]}:{fpos[1]}")
+    n.write(sql.set_global("gtid_slave_pos", str(pos)))
 
 
 def ensure_repl_user(n: Node, peer: Host, user: str, pw: str) -> bool:

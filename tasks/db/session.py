@@ -88,6 +88,7 @@ class Facts:
     binlog: tuple[str, int] | None
     data: dict[str, int]        # table -> checksum
     has_data: bool              # any table holds a row
+    gtid: str = ""              # executed GTIDs (MariaDB gtid_binlog_pos / MySQL gtid_executed)
 
 
 @dataclass
@@ -120,7 +121,8 @@ class Node:
         data = facts.table_checksums(self)
         self.facts = Facts(replica=facts.replica_status(self),
                            binlog=facts.binlog_position(self), data=data,
-                           has_data=facts.has_rows(self, list(data)))
+                           has_data=facts.has_rows(self, list(data)),
+                           gtid=facts.executed_gtids(self))
         return self.facts
 
 

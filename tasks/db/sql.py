@@ -107,11 +107,31 @@ def change_source(d: Dialect, *, host: str | None = None, port: int | None = Non
     elif log_file is not None:
         opts.append(f"{p}LOG_FILE={lit(log_file)}")
         opts.append(f"{p}LOG_POS={int(log_pos or 4)}")
+    if host is not None or gtid:
+        # notice a dead or returning source in seconds, not the 60 s defaults
+        opts += [f"{p}CONNECT_RETRY=1", f"{p}HEARTBEAT_PERIOD=1"]
     if host is not None and not d.mariadb:
         # caching_sha2_password without TLS needs the source's RSA key (MySQL only)
         opts.append("GET_SOURCE_PUBLIC_KEY=1" if src else "GET_MASTER_PUBLIC_KEY=1")
     verb = "CHANGE REPLICATION SOURCE TO" if src else "CHANGE MASTER TO"
     return f"{verb} " + ", ".join(opts)
+
+
+def gtid_executed_var(d: Dialect) -> str:
+    """The server's executed GTIDs: MariaDB's binlog position per domain, MySQL's set."""
+    return "@@GLOBAL.gtid_binlog_pos" if d.mariadb else "@@GLOBAL.gtid_executed"
+
+
+def gtid_wait(d: Dialect) -> str:
+    """Wait until the GTIDs given (arg 1) are applied here, at most arg 2 seconds;
+    MariaDB answers 0 (done) / -1 (timeout), MySQL 0 / 1."""
+    return ("SELECT MASTER_GTID_WAIT(%s, %s) AS w" if d.mariadb
+            else "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s) AS w")
+
+
+def binlog_gtid_pos() -> str:
+    """MariaDB: the GTID position of (file, pos) in this server's binlog."""
+    return "SELECT BINLOG_GTID_POS(%s, %s) AS g"
 
 
 def start_replica(d: Dialect, thread: str = "") -> str:
@@ -184,6 +204,7 @@ def semi_sync_names(d: Dialect) -> dict[str, str]:
         "replica_status": f"Rpl_semi_sync_{r}_status",
         "clients": f"Rpl_semi_sync_{s}_clients",
         "no_tx": f"Rpl_semi_sync_{s}_no_tx",
+        "wait_no_replica": f"rpl_semi_sync_{s}_wait_no_{r}",
     }
 
 
@@ -191,7 +212,10 @@ def semi_sync_settings(d: Dialect, timeout_ms: int) -> dict[str, str]:
     """Variable -> value, both directions on: lossless (AFTER_SYNC)."""
     n = semi_sync_names(d)
     return {n["source_enabled"]: "ON", n["replica_enabled"]: "ON",
-            n["timeout"]: str(int(timeout_ms)), n["wait_point"]: "AFTER_SYNC"}
+            n["timeout"]: str(int(timeout_ms)), n["wait_point"]: "AFTER_SYNC",
+            # no replica connected (the peer is gone, its dump thread killed by the health
+            # daemon): commit at once instead of waiting out the timeout
+            n["wait_no_replica"]: "OFF"}
 
 
 def set_global(name: str, value: str) -> str:
@@ -223,6 +247,8 @@ def server_config(d: Dialect, *, server_id: int, bind_address: str, port: int,
     if gtid:
         extra += ([f"gtid_domain_id = {server_id}", "gtid_strict_mode = ON"] if d.mariadb
                   else ["gtid_mode = ON", "enforce_gtid_consistency = ON"])
+    net = "replica_net_timeout" if d.mysql_at_least(8, 0, 26) else "slave_net_timeout"
+    extra += ["# a replica notices a silent source in seconds (heartbeat 1 s)", f"{net} = 4"]
     return {
         "server_id": server_id, "bind_address": bind_address, "port": port,
         "log_updates": "log_replica_updates" if d.mysql_at_least(8, 0, 26)
@@ -308,9 +334,11 @@ def admin_user_sql(d: Dialect, password: str) -> list[str]:
 
 
 def flush_hosts(d: Dialect) -> str:
+    """This node's host cache only: LOCAL keeps it out of the binlog (a binlogged FLUSH
+    waits the semi-sync timeout when the peer is down)."""
     if not d.mariadb and d.version >= (8, 0, 23):
         return "TRUNCATE TABLE performance_schema.host_cache"
-    return "FLUSH HOSTS"
+    return "FLUSH LOCAL HOSTS"
 
 
 # ------------------------------------------------------------------ secure installation

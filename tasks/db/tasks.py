@@ -138,7 +138,7 @@ def replicate(c: Context, dry: bool = False, yes: bool = False) -> None:
         nodes = r.each(db_hosts(inv), read)  # both reachable and readable, or nothing changes
         a, b = (nodes[h.name] for h in db_hosts(inv))
         try:
-            actions = replication.plan(a, b, user)
+            actions = replication.plan(a, b, user, inv.db["gtid"])
         except Refused:
             for n in (a, b):
                 r.record(n.host, "plan", FAILED)
@@ -167,7 +167,8 @@ def _verify(r: Run, a: Node, b: Node, timeout: float) -> None:
 # ------------------------------------------------------------------ users
 @k3s_task(help={"dry": H_DRY, "yes": H_YES})
 def users(c: Context, dry: bool = False, yes: bool = False) -> None:
-    """HAProxy check user and the k3s database/user, limited to the db-balancers' addresses."""
+    """The k3s database/user (and with mysql-check the HAProxy check user), limited to the
+    db-balancers' addresses; with the http check the password-less check user is dropped."""
     with run_session(c, "db.users", dry=dry, yes=yes) as r:
         inv = r.inv
         allowed = [h.address for h in inv.with_role("db-balancer")]
@@ -179,18 +180,21 @@ def users(c: Context, dry: bool = False, yes: bool = False) -> None:
 
         def one(conn: Connection, h: Host) -> None:
             n = require_session(open_node(r, conn, h, pw))
+            check = inv.db["check_user"]
             if inv.db["health_check"] == "mysql-check":
                 caveat = sql.check_user_caveat(n.d)
                 if caveat:
                     say(f"  {h.name}: note: {caveat}")
-                r.step(h, f"user {inv.db['check_user']}", lambda: accounts.ensure_account(
-                    n, inv.db["check_user"], allowed, sql.check_user_sql(
-                        n.d, inv.db["check_user"], allowed), None))
+                r.step(h, f"user {check}", lambda: accounts.ensure_account(
+                    n, check, allowed, sql.check_user_sql(n.d, check, allowed), None))
+            else:  # the http check needs no login: nobody may log in without a password
+                r.step(h, f"no password-less user {check}", lambda: accounts.ensure_account(
+                    n, check, [], [], None))
             r.step(h, f"database + user {inv.db['user']}", lambda: accounts.ensure_account(
                 n, inv.db["user"], allowed, sql.app_user_sql(
                     n.d, inv.db["database"], inv.db["user"], allowed, kpw), kpw,
                 database=inv.db["database"]))
-            n.write(sql.flush_hosts(n.d))
+            replication.unlogged(n, [sql.flush_hosts(n.d)])  # this node's cache only
             r.record(h, "flush host cache", OK)
 
         r.each(db_hosts(inv), one)
@@ -201,7 +205,8 @@ def users(c: Context, dry: bool = False, yes: bool = False) -> None:
 # ------------------------------------------------------------------ status / checksum
 @k3s_task(help={"yes": H_YES})
 def status(c: Context, yes: bool = False) -> None:
-    """Per node: version, VIP write target, IO/SQL threads, lag, errors, binlog, semi-sync."""
+    """Per node: version, VIP write target, IO/SQL threads, lag, errors, GTIDs (ERRANT when a
+    node holds transactions its peer lacks), semi-sync; exits 1 when replication is broken."""
     with run_session(c, "db.status", yes=yes) as r:
         pw = secrets.get_secret("db_admin_password", r.inv, yes=r.yes)
 
@@ -217,37 +222,84 @@ def status(c: Context, yes: bool = False) -> None:
         rows = r.each(db_hosts(r.inv), one, connect_first=False)
         w = datastore.find_writer(r)
         for row in rows.values():
-            row["writes"] = f"yes (via {w.via})" if row["node"] == w.host else "-"
+            up = row["version"] != "UNREACHABLE"
+            row["writes"] = f"yes (via {w.via})" if up and row["node"] == w.host else "-"
+        mark_errant(list(rows.values()), w.host)
         say("\n" + table(list(rows.values()), ["node", "version", "writes", "IO", "SQL", "lag",
-                                               "errors", "binlog", "gtid", "semi-sync",
-                                               "read_only"]))
-        if not w.known:
-            say(f"datastore VIP write target unknown: {w.reason}")
-        elif w.host is None:
-            say(f"datastore VIP: HAProxy on {w.via} has no server UP for writes ({w.reason});"
-                f" a returning server needs {r.inv.db['rise']} good checks (see fab "
-                "balancers.status)")
-        down = [x["full_error"] for x in rows.values() if x["version"] == "UNREACHABLE"]
-        if down:
-            raise StepFailed("no status from " + "; ".join(down))
+                                               "errors", "gtid", "semi-sync", "read_only"]))
+        _say_writer(r, w)
+        _fail_if_broken(r, rows)
+
+
+def _say_writer(r: Run, w: datastore.Writer) -> None:
+    d = r.inv.db
+    if not w.known:
+        say(f"datastore VIP write target unknown: {w.reason}")
+    elif w.host is None:
+        say(f"datastore VIP: HAProxy on {w.via} has no server UP for writes ({w.reason}); "
+            f"a returning server needs {d['rise']} good checks {d['check_inter_ms']} ms "
+            f"apart, about {d['rise'] * d['check_inter_ms'] / 1000:g} s (see fab "
+            "balancers.status)")
+
+
+def _fail_if_broken(r: Run, rows: dict[str, dict[str, Any]]) -> None:
+    down = [x["full_error"] for x in rows.values() if x["version"] == "UNREACHABLE"]
+    if down:
+        raise StepFailed("no status from " + "; ".join(down))
+    broken = [f"{x['node']}: {x['broken']}" for x in rows.values() if x.get("broken")]
+    for x in rows.values():
+        if x.get("broken"):
+            r.record(r.inv.host(x["node"]), "replication", FAILED)
+    if broken:
+        raise StepFailed("replication is broken: " + "; ".join(broken))
+
+
+def mark_errant(rows: list[dict[str, Any]], writer: str | None) -> None:
+    """Mark a node holding GTIDs its peer lacks while the peer holds GTIDs it lacks
+    (diverged): the one not taking writes is ERRANT (both when the writer is unknown)."""
+    live = [x for x in rows if x.get("executed") is not None]
+    if len(live) != 2:
+        return
+    a, b = live
+    if facts.divergence(a["executed"], b["executed"]) is not facts.Divergence.DIVERGED:
+        return
+    for x, y in ((a, b), (b, a)):
+        if x["node"] != writer:
+            extra = facts.gtids_lacking(x["executed"], y["executed"])
+            x["gtid"] = f"ERRANT {extra}"
+            x["broken"] = (f"holds transactions {extra} that {y['node']} lacks. Fix: fab "
+                           f"db.rejoin --host {x['node']}")
 
 
 def node_status(n: Node, semi_sync_wanted: bool) -> dict[str, Any]:
-    """One row of db.status, read from the node itself."""
-    rep, pos, semi = facts.replica_status(n), facts.binlog_position(n), facts.semi_sync(n)
+    """One row of db.status, read from the node itself ("broken": why it is not healthy)."""
+    rep, semi = facts.replica_status(n), facts.semi_sync(n)
+    executed = facts.executed_gtids(n)
     errors = [e for e in (
         rep.last_io_errno and f"IO {rep.last_io_errno}: {rep.last_io_error[:60]}",
         rep.last_sql_errno and f"SQL {rep.last_sql_errno}: {rep.last_sql_error[:60]}") if e]
+    acking = semi.source_on and semi.clients not in ("0", "?")
     return {
         "node": n.name, "version": str(n.d), "IO": rep.io_running or "-",
         "SQL": rep.sql_running or "-", "lag": "-" if rep.lag is None else rep.lag,
-        "errors": "; ".join(errors) or "-",
-        "binlog": f"{pos[0]}:{pos[1]}" if pos else "off",
-        "gtid": rep.gtid_pos or "-",
-        "semi-sync": ("active" if semi.source_on else "FALLEN BACK (async)"
+        "errors": "; ".join(errors) or "-", "executed": executed, "gtid": executed or "-",
+        "semi-sync": ("active" if acking else "NO REPLICA ACKING (async)"
                       if semi_sync_wanted else "off") + f" ({semi.clients} acks)",
         "read_only": "ON" if facts.read_only(n) else "OFF",
+        "broken": replica_broken(rep),
     }
+
+
+def replica_broken(rep: facts.ReplicaStatus) -> str:
+    """Why a node's replica of its peer is broken ('' when it is not): a thread stopped
+    on an error or the SQL thread stopped. A stopped IO thread alone is the fence's guard."""
+    if not rep.configured:
+        return "no replica of its peer configured. Fix: fab db.replicate"
+    if rep.last_sql_errno or rep.sql_running != "Yes":
+        return f"replica SQL thread stopped ({rep.describe()})"
+    if rep.last_io_errno and rep.io_running != "Yes":
+        return f"replica IO thread in error ({rep.describe()})"
+    return ""
 
 
 @k3s_task(help={"yes": H_YES, "retries": "re-compare this many times (lag) before failing"})

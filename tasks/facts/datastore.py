@@ -2,8 +2,10 @@
 
 The balancer holding the datastore VIP is found by asking each db-balancer whether the
 address is on one of its interfaces; its HAProxy's runtime API (`show stat`) then says
-which servers are UP. With `balance first` and `backup`, writes go to the first UP primary,
-else the first UP backup. Read-only; used by db.status, cluster.deploy's wait and the drill.
+which servers are UP, and `show table k3s-db` which server the sticky writer entry holds
+(health_check "http"). Writes go to the stuck server while it is UP; else (and with the
+guide's primary + backup) to the first UP primary, else the first UP backup. Read-only;
+used by db.status, db.switchover, cluster.deploy's wait and the drill.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from dataclasses import dataclass
 
 from ..core.run import Run, poll
 from ..core.ssh import sh
-from .haproxy import ServerStat, show_stat
+from fabric import Connection
+
+from .haproxy import ADMIN_SOCKET, ServerStat, show_stat
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,35 @@ class Writer:
 
 @dataclass(frozen=True)
 class VipView:
-    """The datastore backend as the VIP holder's HAProxy sees it (servers None: unread)."""
+    """The datastore backend as the VIP holder's HAProxy sees it (servers None: unread);
+    stuck: the server name the sticky-writer entry holds (None: no entry)."""
     servers: list[ServerStat] | None
     via: str | None
     reason: str = ""
+    stuck: str | None = None
+
+
+DB_BACKEND = "k3s-db"
+
+
+def parse_stick_table(text: str) -> int | None:
+    """The writer's server id (gpt0) of the one entry of `show table k3s-db` (pure); None
+    when there is no entry or it holds no writer yet (0)."""
+    m = re.search(r"\bkey=1\b.*?\bgpt0=(\d+)", text)
+    return int(m.group(1)) or None if m else None
+
+
+def stuck_server_id(conn: Connection) -> int | None:
+    res = sh(conn, f"echo 'show table {DB_BACKEND}' | socat -t 3 stdio "
+                   f"UNIX-CONNECT:{ADMIN_SOCKET}", warn=True, write=False)
+    return parse_stick_table(res.stdout) if res.exited == 0 else None
+
+
+def admin_command(conn: Connection, command: str) -> str:
+    """One runtime API command on a balancer's HAProxy; its answer."""
+    res = sh(conn, f"echo {shlex.quote(command)} | socat -t 3 stdio "
+                   f"UNIX-CONNECT:{ADMIN_SOCKET}", write=False)
+    return res.stdout.strip()
 
 
 def holds_vip(r: Run, balancer: str, address: str) -> bool:
@@ -54,7 +83,9 @@ def vip_servers(r: Run) -> VipView:
             return VipView(None, b.name, f"{b.name}: {e}")
         if servers is None:
             return VipView(None, b.name, f"{b.name}: no HAProxy admin socket")
-        return VipView(servers, b.name)
+        sid = stuck_server_id(r.conn(b))
+        names = {h.server_id: h.name for h in r.inv.with_role("db")}
+        return VipView(servers, b.name, stuck=names.get(sid) if sid is not None else None)
     return VipView(None, None, "no balancer holds the datastore VIP")
 
 
@@ -64,9 +95,13 @@ def _order(servers: list[ServerStat], db_names: set[str]) -> list[ServerStat]:
     return [x for x in mine if not x.backup] + [x for x in mine if x.backup]
 
 
-def writer(servers: list[ServerStat], db_names: set[str]) -> str | None:
-    """The server HAProxy's `balance first` + `backup` sends writes to: the first UP
-    primary, else the first UP backup; None when none is UP."""
+def writer(servers: list[ServerStat], db_names: set[str], stuck: str | None = None
+           ) -> str | None:
+    """The server HAProxy sends writes to: the stuck one while it is UP, else (`balance
+    first` + `backup`) the first UP primary, else the first UP backup; None when none is UP."""
+    if stuck is not None and any(x.server == stuck and x.status.startswith("UP")
+                                 for x in servers):
+        return stuck
     for x in _order(servers, db_names):
         if x.status.startswith("UP"):
             return x.server
@@ -93,7 +128,7 @@ def of_view(view: VipView, names: set[str]) -> Writer:
     """The writer a VipView names (pure)."""
     if view.servers is None:
         return Writer(None, view.via, known=False, reason=view.reason)
-    who = writer(view.servers, names)
+    who = writer(view.servers, names, view.stuck)
     return Writer(who, view.via, reason="" if who else "all DOWN")
 
 
@@ -108,8 +143,9 @@ def wait_writer(r: Run, timeout: float) -> Writer:
     names = _db_names(r)
 
     def settled(view: VipView) -> bool:
-        return (view.servers is not None and writer(view.servers, names) is not None
-                and rising_ahead(view.servers, names) is None)
+        return (view.servers is not None
+                and writer(view.servers, names, view.stuck) is not None
+                and (view.stuck is not None or rising_ahead(view.servers, names) is None))
 
     _, view = poll(lambda: vip_servers(r), timeout=timeout, interval=2, until=settled)
     return of_view(view, names)

@@ -8,6 +8,7 @@ session with `.q(sql, args)` and `.d` (its Dialect), e.g. tasks.db.session.Node.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Mapping, Protocol
 
 from fabric import Connection
@@ -44,6 +45,7 @@ class ReplicaStatus:
     relay_source_log_file: str = ""
     gtid_pos: str = ""
     state: str = ""
+    using_gtid: bool = False  # MariaDB Using_Gtid Slave_Pos/Current_Pos, MySQL Auto_Position 1
 
     @property
     def healthy(self) -> bool:
@@ -108,6 +110,7 @@ def parse_replica_status(rows: list[Mapping[str, Any]]) -> ReplicaStatus:
         relay_source_log_file=str(g("_Log_File", "Relay_Master", "Relay_Source") or ""),
         gtid_pos=str(_pick(r, "Gtid_IO_Pos", "Executed_Gtid_Set") or ""),
         state=str(g("_State", "Slave_IO", "Replica_IO") or ""),
+        using_gtid=str(_pick(r, "Using_Gtid", "Auto_Position") or "No") not in ("No", "0"),
     )
 
 
@@ -150,6 +153,38 @@ def parse_semi_sync(rows: list[Mapping[str, Any]], d: sql.Dialect) -> SemiSync:
                     clients=st.get(names["clients"], "?"))
 
 
+def parse_gtid_pos(text: str) -> dict[int, int]:
+    """MariaDB gtid_binlog_pos '0-1-5,1-1-9,2-2-3' -> {domain: last seq} (pure)."""
+    out: dict[int, int] = {}
+    for g in (text or "").replace("\n", "").split(","):
+        parts = g.strip().split("-")
+        if len(parts) == 3 and all(x.isdigit() for x in parts):
+            out[int(parts[0])] = max(out.get(int(parts[0]), 0), int(parts[2]))
+    return out
+
+
+def gtids_lacking(mine: str, theirs: str) -> str:
+    """The GTIDs ('domain-seq', per domain the last) `mine` holds that `theirs` lacks;
+    '' when `mine` is a subset (pure, MariaDB's per-domain positions)."""
+    a, b = parse_gtid_pos(mine), parse_gtid_pos(theirs)
+    return ",".join(f"{d}-{s}" for d, s in sorted(a.items()) if s > b.get(d, 0))
+
+
+class Divergence(Enum):
+    SAME = "same"
+    A_AHEAD = "a ahead"      # b lacks some of a's: lag, or b is behind
+    B_AHEAD = "b ahead"
+    DIVERGED = "diverged"    # each holds GTIDs the other lacks: errant transactions
+
+
+def divergence(a: str, b: str) -> Divergence:
+    """How two nodes' executed GTIDs relate (pure)."""
+    xa, xb = gtids_lacking(a, b), gtids_lacking(b, a)
+    if xa and xb:
+        return Divergence.DIVERGED
+    return Divergence.A_AHEAD if xa else Divergence.B_AHEAD if xb else Divergence.SAME
+
+
 # ------------------------------------------------------------------ probes
 def server_version(conn: Connection, name: str) -> sql.Dialect:
     """Flavor and version, asked as root over the local socket."""
@@ -171,6 +206,18 @@ def binlog_position(s: Queryable) -> tuple[str, int] | None:
 
 def semi_sync(s: Queryable) -> SemiSync:
     return parse_semi_sync(s.q("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync%%'"), s.d)
+
+
+def executed_gtids(s: Queryable) -> str:
+    """MariaDB gtid_binlog_pos / MySQL gtid_executed, as the server reports it."""
+    return str(s.q(f"SELECT {sql.gtid_executed_var(s.d)} AS g")[0]["g"] or "")
+
+
+def errant_vs(s: Queryable, mine: str, theirs: str) -> str:
+    """GTIDs this node holds that the peer lacks (MySQL: GTID_SUBTRACT on the server)."""
+    if s.d.mariadb:
+        return gtids_lacking(mine, theirs)
+    return str(s.q("SELECT GTID_SUBTRACT(%s, %s) AS g", (mine, theirs))[0]["g"] or "")
 
 
 def read_only(s: Queryable) -> bool:

@@ -171,10 +171,16 @@ def test_datastore_has_one_writer() -> None:
     hap = b.haproxy_config(inv, inv.host("k3s-db-balancer-01"))
     servers = [ln.strip() for ln in hap.splitlines() if ln.strip().startswith("server ")]
     assert len(servers) == 2
-    assert "backup" not in servers[0].split() and "backup" in servers[1].split()
-    assert "on-marked-up shutdown-backup-sessions" in servers[0]
-    assert all("on-marked-down shutdown-sessions" in s and "rise 30" in s for s in servers)
-    assert "option mysql-check user haproxy-check post-41" in hap
+    # the sticky writer: no backup, the writer held in a stick table synced by peers
+    assert not any("backup" in s.split() for s in servers)
+    assert [s.split()[-2:] for s in servers] == [["id", "1"], ["id", "2"]]
+    assert "stick-table type integer size 1 nopurge store gpt0 peers k3s-db-peers" in hap
+    assert "tcp-response content sc-set-gpt0(0) srv_id" in hap and "stick on" not in hap
+    assert ("use-server k3s-db-02 if { sc0_get_gpt0 eq 2 } { srv_is_up(k3s-db/k3s-db-02) }"
+            in hap)
+    assert "localpeer k3s-db-balancer-01" in hap
+    assert "default-server inter 500ms fall 2 rise 3 on-marked-down shutdown-sessions" in hap
+    assert "option httpchk GET /" in hap and "mysql-check" not in hap
     assert "frontend k3s-api" not in hap
 
 

@@ -28,7 +28,7 @@ def test_shipped_inventory_is_valid_and_reproduces_the_guide():
     assert [h.name for h in inv.with_role("db")] == ["k3s-db-01", "k3s-db-02"]
     assert [h.server_id for h in inv.with_role("db")] == [1, 2]
     assert inv.vips["api"].virtual_router_id != inv.vips["db"].virtual_router_id
-    assert inv.db["rise"] == 30 and inv.db["check_user"] == "haproxy-check"
+    assert inv.db["rise"] == 3 and inv.db["health_check"] == "http" and inv.db["check_user"] == "haproxy-check"
     assert inv.cluster["node_taint"] == "CriticalAddonsOnly=true:NoExecute"
     assert inv.fqdn("k3s-db-01") == "k3s-db-01.lab.lan"
     assert inv.is_lab
@@ -38,7 +38,7 @@ CASES = [
     # (description, transform, expected key path, expected words)
     ("invalid TOML", lambda t: t + "\n[hosts.x\n", "invalid TOML", "line"),
     ("unknown top-level table", lambda t: t + "\n[clustre]\nx = 1\n", "clustre", "cluster"),
-    ("unknown key in section", lambda t: sub("rise = 30", "rsie = 30", t), "db.rsie", "rise"),
+    ("unknown key in section", lambda t: sub("rise = 3 ", "rsie = 3 ", t), "db.rsie", "rise"),
     ("unknown role", lambda t: sub('roles = ["db"]', 'roles = ["dbb"]', t),
      "hosts.k3s-db-01.roles[0]", "did you mean 'db'"),
     ("unknown host key", lambda t: sub('address = "10.77.0.11"', 'adress = "10.77.0.11"', t),
@@ -67,9 +67,9 @@ CASES = [
      "hosts", "k3s-server"),
     ("server_id collision", lambda t: sub("server_id = 2", "server_id = 1", t),
      "hosts.k3s-db-02.server_id", "also the server_id"),
-    ("auto_increment other than 1", lambda t: sub("gtid = false", "gtid = false\nauto_increment_increment = 2", t),
+    ("auto_increment other than 1", lambda t: sub("gtid = true", "gtid = true\nauto_increment_increment = 2", t),
      "db.auto_increment_increment", "kine"),
-    ("wrong type", lambda t: sub("rise = 30", 'rise = "thirty"', t), "db.rise", "integer"),
+    ("wrong type", lambda t: sub("rise = 3 ", 'rise = "three" ', t), "db.rise", "integer"),
     ("bad choice", lambda t: sub('flavor = "auto"', 'flavor = "postgres"', t), "db.flavor",
      "auto, mysql, mariadb"),
     ("bad duration", lambda t: sub('timeout_client = "30m"', 'timeout_client = "30 minutes"', t),
@@ -108,7 +108,7 @@ CASES = [
     ("server_id 0 on a non-db host", lambda t: sub('roles = ["k3s-agent"]',
                                                    'roles = ["k3s-agent"]\nserver_id = 0', t),
      "hosts.k3s-agent-01.server_id", "0 is not a server id"),
-    ("server_id in [db]", lambda t: sub("rise = 30", "rise = 30\nserver_id = 0", t),
+    ("server_id in [db]", lambda t: sub("rise = 3 ", "rise = 3\nserver_id = 0 ", t),
      "db.server_id", "unknown key"),
     ("empty VIP interface", lambda t: sub('interface = "host0"', 'interface = ""', t),
      "vips.api.interface", "empty"),

@@ -141,14 +141,14 @@ def test_ports_needed(inv):
     assert v.ports_needed(inv, inv.host("lb-1")) == {6443: "HAProxy API frontend",
                                                      9000: "HAProxy stats"}
     assert set(v.ports_needed(inv, inv.host("dbb-1"))) == {3306, 9000}
-    assert set(v.ports_needed(inv, inv.host("db-1"))) == {3306}
+    assert set(v.ports_needed(inv, inv.host("db-1"))) == {3306, 9200}  # http check: default
     assert set(v.ports_needed(inv, inv.host("srv-1"))) == {6443, 10250}
     assert set(v.ports_needed(inv, inv.host("agent-1"))) == {10250}
 
 
-def test_ports_health_http():
-    inv = inventory.parse(INV + '\n[db]\nhealth_check = "http"\n')
-    assert set(v.ports_needed(inv, inv.host("db-1"))) == {3306, 9200}
+def test_ports_health_mysql_check():
+    inv = inventory.parse(INV + '\n[db]\nhealth_check = "mysql-check"\n')
+    assert set(v.ports_needed(inv, inv.host("db-1"))) == {3306}
 
 
 SS_TAKEN = ('LISTEN 0 5 0.0.0.0:3306 0.0.0.0:* users:(("python3",pid=412,fd=3))\n'

@@ -31,6 +31,10 @@ def script(d: sql.Dialect) -> str:
            "-- replica with GTID",
            sql.change_source(d, host="10.0.0.32", port=3306, user="repl", password="pw",
                              gtid=True),
+           "-- a working file/position replica moved to GTID (same point, no reset)",
+           sql.change_source(d, gtid=True),
+           "-- GTID: executed set, wait for a set, (MariaDB) position of file:pos",
+           f"SELECT {sql.gtid_executed_var(d)}", sql.gtid_wait(d), sql.binlog_gtid_pos(),
            "-- credentials repair (keeps coordinates)",
            sql.change_source(d, user="repl", password="pw"),
            sql.start_replica(d), sql.stop_replica(d), sql.stop_replica(d, "IO_THREAD"),
@@ -67,7 +71,7 @@ def test_sql_matches_golden(name, request):
 def test_config_matches_golden(name, request):
     d = sql.parse_version(DIALECTS[name])
     vals = sql.server_config(d, server_id=2, bind_address="0.0.0.0", port=3306,
-                             semi_sync=True, timeout_ms=10000, gtid=False)
+                             semi_sync=True, timeout_ms=10000, gtid=True)
     got = render.render("db-k3s-ha.cnf.j2", **vals)
     path = GOLDEN / f"{name}.cnf"
     if request.config.getoption("--update-golden"):
@@ -93,7 +97,7 @@ def test_documented_syntax_per_version():
     assert sql.semi_sync_plugins(maria) == []
     assert sql.semi_sync_plugins(m8020)[0] == ("rpl_semi_sync_master", "semisync_master.so")
     assert sql.semi_sync_plugins(m8030)[0] == ("rpl_semi_sync_source", "semisync_source.so")
-    assert sql.flush_hosts(maria) == "FLUSH HOSTS"
+    assert sql.flush_hosts(maria) == "FLUSH LOCAL HOSTS"  # never binlogged
     assert sql.flush_hosts(m84).startswith("TRUNCATE")
     assert sql.check_user_caveat(m84) and not sql.check_user_caveat(m8030)
     with pytest.raises(InputError, match="health_check"):
@@ -184,11 +188,11 @@ def test_health_script_renders_valid_python_answering_only_the_balancers():
     inv = inventory.load(Path(__file__).resolve().parents[2] / "hosts.toml")
     h = inv.host("k3s-db-01")
     allowed = db.health_allowed(inv, h)
-    assert set(allowed) == {"127.0.0.1", h.address} | {
+    peer = inv.host("k3s-db-02")
+    assert set(allowed) == {"127.0.0.1", h.address, peer.address} | {
         b.address for b in inv.with_role("db-balancer")}
     assert not {x.address for x in inv.with_role("k3s-server")} & set(allowed)
-    text = render.render("db-health.py.j2", port=9200, allowed=repr(allowed),
-                         status_sql=sql.show_replica_status(sql.parse_version("10.11.6-MariaDB")))
+    text = db.health_script(inv, h, sql.parse_version("10.11.6-MariaDB"))
     tree = ast.parse(text)
     consts = {t.targets[0].id: ast.literal_eval(t.value) for t in tree.body
               if isinstance(t, ast.Assign) and isinstance(t.targets[0], ast.Name)

@@ -287,7 +287,12 @@ def balancer_ports(inv: Inventory) -> list[str]:
 def db_values(inv: Inventory) -> list[str]:
     d, out = inv.db, []
     if d["rise"] < 1:
-        out.append("db.rise: must be at least 1. Fix: e.g. 30 (the guide's value)")
+        out.append("db.rise: must be at least 1. Fix: e.g. 3")
+    if d["fall"] < 1:
+        out.append("db.fall: must be at least 1. Fix: e.g. 2")
+    if not 100 <= d["check_inter_ms"] <= 60000:
+        out.append(f"db.check_inter_ms: {d['check_inter_ms']} is outside 100-60000. "
+                   "Fix: e.g. 500")
     if d["semi_sync_timeout_ms"] < 1:
         out.append("db.semi_sync_timeout_ms: must be positive. Fix: e.g. 10000")
     for k in ("database", "user", "replication_user", "check_user"):

@@ -1,8 +1,14 @@
 -- MariaDB 10.11.6
 -- replica, first run from coordinates
-CHANGE MASTER TO MASTER_HOST='10.0.0.32', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='pw\'x', MASTER_LOG_FILE='mysql-bin.000002', MASTER_LOG_POS=869
+CHANGE MASTER TO MASTER_HOST='10.0.0.32', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='pw\'x', MASTER_LOG_FILE='mysql-bin.000002', MASTER_LOG_POS=869, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1
 -- replica with GTID
-CHANGE MASTER TO MASTER_HOST='10.0.0.32', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='pw', MASTER_USE_GTID=slave_pos
+CHANGE MASTER TO MASTER_HOST='10.0.0.32', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='pw', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1
+-- a working file/position replica moved to GTID (same point, no reset)
+CHANGE MASTER TO MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1
+-- GTID: executed set, wait for a set, (MariaDB) position of file:pos
+SELECT @@GLOBAL.gtid_binlog_pos
+SELECT MASTER_GTID_WAIT(%s, %s) AS w
+SELECT BINLOG_GTID_POS(%s, %s) AS g
 -- credentials repair (keeps coordinates)
 CHANGE MASTER TO MASTER_USER='repl', MASTER_PASSWORD='pw'
 START REPLICA
@@ -15,11 +21,13 @@ SET GLOBAL rpl_semi_sync_master_enabled = ON
 SET GLOBAL rpl_semi_sync_slave_enabled = ON
 SET GLOBAL rpl_semi_sync_master_timeout = 10000
 SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC
+SET GLOBAL rpl_semi_sync_master_wait_no_slave = OFF
 -- semi-sync config lines
 rpl_semi_sync_master_enabled = ON
 rpl_semi_sync_slave_enabled = ON
 rpl_semi_sync_master_timeout = 10000
 rpl_semi_sync_master_wait_point = AFTER_SYNC
+rpl_semi_sync_master_wait_no_slave = OFF
 -- users
 SET SESSION sql_log_bin = 0
 CREATE USER IF NOT EXISTS 'k3sha_admin'@'127.0.0.1' IDENTIFIED BY 'adm'
@@ -36,7 +44,7 @@ CREATE DATABASE IF NOT EXISTS `k3s`
 CREATE USER IF NOT EXISTS 'k3s'@'10.0.0.21' IDENTIFIED BY 'k3spw'
 ALTER USER 'k3s'@'10.0.0.21' IDENTIFIED BY 'k3spw'
 GRANT ALL PRIVILEGES ON `k3s`.* TO 'k3s'@'10.0.0.21'
-FLUSH HOSTS
+FLUSH LOCAL HOSTS
 -- secure
 SET SESSION sql_log_bin = 0
 DROP USER IF EXISTS ''@'localhost'

@@ -1,8 +1,14 @@
 -- MySQL 8.0.20
 -- replica, first run from coordinates
-CHANGE MASTER TO MASTER_HOST='10.0.0.32', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='pw\'x', MASTER_LOG_FILE='mysql-bin.000002', MASTER_LOG_POS=869, GET_MASTER_PUBLIC_KEY=1
+CHANGE MASTER TO MASTER_HOST='10.0.0.32', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='pw\'x', MASTER_LOG_FILE='mysql-bin.000002', MASTER_LOG_POS=869, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1, GET_MASTER_PUBLIC_KEY=1
 -- replica with GTID
-CHANGE MASTER TO MASTER_HOST='10.0.0.32', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='pw', MASTER_AUTO_POSITION=1, GET_MASTER_PUBLIC_KEY=1
+CHANGE MASTER TO MASTER_HOST='10.0.0.32', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='pw', MASTER_AUTO_POSITION=1, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1, GET_MASTER_PUBLIC_KEY=1
+-- a working file/position replica moved to GTID (same point, no reset)
+CHANGE MASTER TO MASTER_AUTO_POSITION=1, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1
+-- GTID: executed set, wait for a set, (MariaDB) position of file:pos
+SELECT @@GLOBAL.gtid_executed
+SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s) AS w
+SELECT BINLOG_GTID_POS(%s, %s) AS g
 -- credentials repair (keeps coordinates)
 CHANGE MASTER TO MASTER_USER='repl', MASTER_PASSWORD='pw'
 START SLAVE
@@ -17,6 +23,7 @@ SET GLOBAL rpl_semi_sync_master_enabled = ON
 SET GLOBAL rpl_semi_sync_slave_enabled = ON
 SET GLOBAL rpl_semi_sync_master_timeout = 10000
 SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC
+SET GLOBAL rpl_semi_sync_master_wait_no_slave = OFF
 -- semi-sync config lines
 plugin_load_add = semisync_master.so
 plugin_load_add = semisync_slave.so
@@ -24,6 +31,7 @@ loose_rpl_semi_sync_master_enabled = ON
 loose_rpl_semi_sync_slave_enabled = ON
 loose_rpl_semi_sync_master_timeout = 10000
 loose_rpl_semi_sync_master_wait_point = AFTER_SYNC
+loose_rpl_semi_sync_master_wait_no_slave = OFF
 -- users
 SET SESSION sql_log_bin = 0
 CREATE USER IF NOT EXISTS 'k3sha_admin'@'127.0.0.1' IDENTIFIED BY 'adm'
@@ -40,7 +48,7 @@ CREATE DATABASE IF NOT EXISTS `k3s`
 CREATE USER IF NOT EXISTS 'k3s'@'10.0.0.21' IDENTIFIED BY 'k3spw'
 ALTER USER 'k3s'@'10.0.0.21' IDENTIFIED BY 'k3spw'
 GRANT ALL PRIVILEGES ON `k3s`.* TO 'k3s'@'10.0.0.21'
-FLUSH HOSTS
+FLUSH LOCAL HOSTS
 -- secure
 SET SESSION sql_log_bin = 0
 DROP USER IF EXISTS ''@'localhost'

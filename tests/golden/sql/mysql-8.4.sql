@@ -1,8 +1,14 @@
 -- MySQL 8.4.3
 -- replica, first run from coordinates
-CHANGE REPLICATION SOURCE TO SOURCE_HOST='10.0.0.32', SOURCE_PORT=3306, SOURCE_USER='repl', SOURCE_PASSWORD='pw\'x', SOURCE_LOG_FILE='mysql-bin.000002', SOURCE_LOG_POS=869, GET_SOURCE_PUBLIC_KEY=1
+CHANGE REPLICATION SOURCE TO SOURCE_HOST='10.0.0.32', SOURCE_PORT=3306, SOURCE_USER='repl', SOURCE_PASSWORD='pw\'x', SOURCE_LOG_FILE='mysql-bin.000002', SOURCE_LOG_POS=869, SOURCE_CONNECT_RETRY=1, SOURCE_HEARTBEAT_PERIOD=1, GET_SOURCE_PUBLIC_KEY=1
 -- replica with GTID
-CHANGE REPLICATION SOURCE TO SOURCE_HOST='10.0.0.32', SOURCE_PORT=3306, SOURCE_USER='repl', SOURCE_PASSWORD='pw', SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1
+CHANGE REPLICATION SOURCE TO SOURCE_HOST='10.0.0.32', SOURCE_PORT=3306, SOURCE_USER='repl', SOURCE_PASSWORD='pw', SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, SOURCE_HEARTBEAT_PERIOD=1, GET_SOURCE_PUBLIC_KEY=1
+-- a working file/position replica moved to GTID (same point, no reset)
+CHANGE REPLICATION SOURCE TO SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, SOURCE_HEARTBEAT_PERIOD=1
+-- GTID: executed set, wait for a set, (MariaDB) position of file:pos
+SELECT @@GLOBAL.gtid_executed
+SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s) AS w
+SELECT BINLOG_GTID_POS(%s, %s) AS g
 -- credentials repair (keeps coordinates)
 CHANGE REPLICATION SOURCE TO SOURCE_USER='repl', SOURCE_PASSWORD='pw'
 START REPLICA
@@ -17,6 +23,7 @@ SET GLOBAL rpl_semi_sync_source_enabled = ON
 SET GLOBAL rpl_semi_sync_replica_enabled = ON
 SET GLOBAL rpl_semi_sync_source_timeout = 10000
 SET GLOBAL rpl_semi_sync_source_wait_point = AFTER_SYNC
+SET GLOBAL rpl_semi_sync_source_wait_no_replica = OFF
 -- semi-sync config lines
 plugin_load_add = semisync_source.so
 plugin_load_add = semisync_replica.so
@@ -24,6 +31,7 @@ loose_rpl_semi_sync_source_enabled = ON
 loose_rpl_semi_sync_replica_enabled = ON
 loose_rpl_semi_sync_source_timeout = 10000
 loose_rpl_semi_sync_source_wait_point = AFTER_SYNC
+loose_rpl_semi_sync_source_wait_no_replica = OFF
 -- users
 SET SESSION sql_log_bin = 0
 CREATE USER IF NOT EXISTS 'k3sha_admin'@'127.0.0.1' IDENTIFIED BY 'adm'

@@ -1,0 +1,254 @@
+"""Datastore failover under load, shared by tests/lab/test_dbfailover_lab.py and
+bench/datastore_failover.py: lab "khe" (10.77.70.0/24, two db balancers, two db hosts),
+a writer client inserting through the datastore VIP and counting every acknowledgement,
+the faults (through tasks.lab.labnet, plus `repl_cut`: the two databases cannot reach each
+other while everything else can) and the verdicts read back from the databases.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pymysql
+
+from tasks.lab import labnet
+from tasks.lab.names import lab_name, switch_ns
+from tests.lab import khd_inventory
+from tests.lab.test_db_lab import admin, fab, secret, wait_for  # noqa: F401 - re-exported
+
+SUBNET = "10.77.70"
+DB1, DB2 = "k3s-db-01", "k3s-db-02"
+DB_VIP = f"{SUBNET}.101"
+GUIDE = """health_check = "mysql-check"
+rise = 30
+fall = 3
+check_inter_ms = 2000
+gtid = false"""
+
+
+def write_inventory(folder: Path, extra_db: str = "") -> Path:
+    """Lab khe: the db lab's hosts on 10.77.70.0/24, [db] = the defaults + `extra_db`."""
+    return khd_inventory.write_inventory(folder, lab=("khe", SUBNET, 47), db_section=extra_db)
+
+
+def deploy(inv) -> None:
+    for task in ("db.install", "db.secure", "db.configure", "db.replicate", "db.users",
+                 "db.health", "balancers.deploy"):
+        p = fab(inv, task, "--yes")
+        assert p.returncode == 0, f"{task}:\n{p.stdout}\n{p.stderr}"
+
+
+# ------------------------------------------------------------------ the writer client
+@dataclass
+class Writer:
+    """Inserts rows through the VIP as fast as it can; one statement per row (autocommit).
+    acked: (id, tag, monotonic time) of every acknowledged insert."""
+    inv: object
+    table: str = "k3s.ft"
+    acked: list = field(default_factory=list)
+    errors: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def connect(self):
+        return pymysql.connect(host=DB_VIP, port=3306, user="k3s",
+                               password=secret(self.inv, "k3s_db_password"), autocommit=True,
+                               connect_timeout=1, read_timeout=15, write_timeout=15)
+
+    def setup(self):
+        db = self.connect()
+        with db.cursor() as c:
+            c.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (id BIGINT UNSIGNED "
+                      "AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(40) NOT NULL)")
+        db.close()
+
+    def run(self):
+        db, n = None, 0
+        while not self.stop.is_set():
+            try:
+                if db is None:
+                    db = self.connect()
+                n += 1
+                tag = f"w{os.getpid()}-{n}"
+                with db.cursor() as c:
+                    c.execute(f"INSERT INTO {self.table} (tag) VALUES (%s)", (tag,))
+                    self.acked.append((c.lastrowid, tag, time.monotonic()))
+            except pymysql.MySQLError:
+                self.errors += 1
+                try:
+                    if db is not None:
+                        db.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                db = None
+                time.sleep(0.02)
+
+    def __enter__(self):
+        self.setup()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(30)
+
+    def outage(self, t0: float) -> float:
+        """The longest gap between two acknowledgements after t0 (the fault)."""
+        times = [t for _, _, t in self.acked]
+        before = [t for t in times if t <= t0]
+        after = [t for t in times if t > t0]
+        prev, gap = (before[-1] if before else t0), 0.0
+        for t in after:
+            gap, prev = max(gap, t - prev), t
+        return gap
+
+
+def writer_host(inv) -> str:
+    """The db host the VIP writes to now (its server_id through the VIP)."""
+    w = Writer(inv)
+    db = w.connect()
+    with db.cursor() as c:
+        c.execute("SELECT @@server_id")
+        sid = c.fetchone()[0]
+    db.close()
+    return {1: DB1, 2: DB2}[sid]
+
+
+# ------------------------------------------------------------------ faults
+def repl_cut(inv, on: bool) -> None:
+    """The two databases cannot reach each other; everything else can: nftables drop rules
+    between their addresses in the lab switch's namespace (table bridge <lab>_dbcut)."""
+    a, b = inv.host(DB1).address, inv.host(DB2).address
+    table = f"{lab_name(inv)}_dbcut"
+    body = (f"table bridge {table}\ndelete table bridge {table}\n")
+    if on:
+        body += (f"table bridge {table} {{\n chain forward {{\n"
+                 "  type filter hook forward priority -10; policy accept;\n"
+                 f"  ip saddr {a} ip daddr {b} drop\n  ip saddr {b} ip daddr {a} drop\n"
+                 " }\n}\n")
+    subprocess.run(["ip", "netns", "exec", switch_ns(lab_name(inv)), "nft", "-f", "-"],
+                   input=body, text=True, check=True, timeout=30)
+
+
+@dataclass
+class Fault:
+    name: str
+    target: str        # "writer" | "standby"
+    kind: str          # power | partition | replcut
+
+
+FAULTS = [Fault("writer power cut", "writer", "power"),
+          Fault("writer partition", "writer", "partition"),
+          Fault("standby power cut", "standby", "power"),
+          Fault("replication link cut", "writer", "replcut")]
+
+
+OPS = {"power": (labnet.power_off, labnet.power_on),
+       "partition": (labnet.partition, labnet.heal),
+       "replcut": (lambda inv, _: repl_cut(inv, True), lambda inv, _: repl_cut(inv, False))}
+
+
+def inject(inv, f: Fault, host: str) -> None:
+    OPS[f.kind][0](inv, host)
+
+
+def repair(inv, f: Fault, host: str) -> None:
+    OPS[f.kind][1](inv, host)
+
+
+# ------------------------------------------------------------------ verdicts
+@dataclass
+class Result:
+    fault: str
+    outage: float
+    acked: int
+    lost: int
+    reused: int
+    errant: str          # the node db.rejoin rebuilt, "" when none
+    healthy_after: float  # seconds from the repair to both replicas healthy + equal
+    checksum_ok: bool
+
+
+def replica_ok(inv, host) -> str | None:
+    """The node's executed GTIDs when both replica threads run, else None."""
+    s = admin(inv, host)
+    try:
+        st = s("SHOW SLAVE STATUS")
+        ok = bool(st) and st[0]["Slave_IO_Running"] == "Yes" and \
+            st[0]["Slave_SQL_Running"] == "Yes"
+        return s("SELECT @@gtid_binlog_pos g")[0]["g"] if ok else None
+    finally:
+        s.close()
+
+
+def converge(inv, t_repair: float, timeout: float = 60) -> tuple[str, float]:
+    """Wait for both replicas running and the same GTIDs executed on both; when db.status
+    names a node ERRANT, db.rejoin it. (the node rebuilt, seconds from the repair to
+    healthy); raises when it never is."""
+    rebuilt, end = "", time.monotonic() + timeout
+    while time.monotonic() < end:
+        a, b = replica_ok(inv, DB1), replica_ok(inv, DB2)
+        if a is not None and a == b:
+            st = fab(inv, "db.status", "--yes")
+            if st.returncode == 0:
+                return rebuilt, time.monotonic() - t_repair
+        st = fab(inv, "db.status", "--yes")
+        line = next((ln for ln in st.stdout.splitlines() if "ERRANT" in ln), "")
+        if line and not rebuilt:
+            rebuilt = line.split()[0]
+            p = fab(inv, "db.rejoin", "--host", rebuilt, "--yes")
+            assert p.returncode == 0, p.stdout + p.stderr
+            continue
+        time.sleep(1)
+    raise AssertionError(f"replication not healthy {timeout} s after the repair:\n"
+                         + fab(inv, "db.status", "--yes").stdout + io_errors(inv))
+
+
+def io_errors(inv) -> str:
+    out = ""
+    for h in (DB1, DB2):
+        s = admin(inv, h)
+        st = (s("SHOW SLAVE STATUS") or [{}])[0]
+        out += (f"\n{h}: {st.get('Last_IO_Error')} | {st.get('Last_SQL_Error')} | slave_pos "
+                f"{s('SELECT @@gtid_slave_pos g')[0]['g']} | binlog "
+                f"{s('SELECT @@gtid_binlog_pos g')[0]['g']}")
+        s.close()
+    return out
+
+
+def verdict(inv, w: Writer, fault: str, t_fault: float, rebuilt: str, healthy: float
+            ) -> Result:
+    ids = Counter(i for i, _, _ in w.acked)
+    s = admin(inv, writer_host(inv))
+    try:
+        rows = dict((r["id"], r["tag"]) for r in s(f"SELECT id, tag FROM {w.table}"))
+    finally:
+        s.close()
+    lost = sum(1 for i, tag, _ in w.acked if rows.get(i) != tag)
+    ck = fab(inv, "db.checksum", "--yes")
+    return Result(fault, w.outage(t_fault), len(w.acked), lost,
+                  sum(1 for c in ids.values() if c > 1), rebuilt, healthy, ck.returncode == 0)
+
+
+def run_fault(inv, f: Fault, heal_after: float, table: str) -> Result:
+    """One fault under load: client, fault, repair after `heal_after`, convergence, verdict."""
+    w = Writer(inv, table=table)
+    with w:
+        time.sleep(2)
+        writer = writer_host(inv)
+        host = writer if f.target == "writer" else (DB2 if writer == DB1 else DB1)
+        t_fault = time.monotonic()
+        inject(inv, f, host)
+        try:
+            time.sleep(heal_after)
+        finally:
+            repair(inv, f, host)
+        t_repair = time.monotonic()
+        time.sleep(3)
+    rebuilt, healthy = converge(inv, t_repair)
+    return verdict(inv, w, f.name, t_fault, rebuilt, healthy)

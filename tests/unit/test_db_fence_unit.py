@@ -1,0 +1,162 @@
+"""The datastore fence: GTID comparisons, the health daemon's state machine (the rendered
+program, mysqld and the peer faked), db.status verdicts, the sticky-writer lookup and the
+switchover refusals."""
+from pathlib import Path
+
+import pytest
+
+from tasks.core import inventory
+from tasks.db import health, sql
+from tasks.db import tasks as dbtasks
+from tasks.db.operate import switch_refusal
+from tasks.facts import mysql as facts
+from tasks.facts.datastore import parse_stick_table, writer
+from tasks.facts.haproxy import ServerStat
+
+ROOT = Path(__file__).resolve().parents[2]
+MARIA = sql.parse_version("10.11.6-MariaDB")
+
+
+# ------------------------------------------------------------------ GTIDs
+def test_gtids_lacking_compares_per_domain():
+    assert facts.gtids_lacking("0-1-5,1-1-9", "0-1-5,1-1-9,2-2-3") == ""
+    assert facts.gtids_lacking("0-1-5,1-1-10", "0-1-5,1-1-9,2-2-3") == "1-10"
+    assert facts.gtids_lacking("3-3-1", "") == "3-1"
+    assert facts.divergence("1-1-10,2-2-3", "1-1-9,2-2-4") is facts.Divergence.DIVERGED
+    assert facts.divergence("1-1-10,2-2-3", "1-1-9,2-2-3") is facts.Divergence.A_AHEAD
+    assert facts.divergence("1-1-9", "1-1-9") is facts.Divergence.SAME
+
+
+# ------------------------------------------------------------------ the daemon
+class FakeDb:
+    """mysqld as the daemon sees it: executed GTIDs, DML counter, peer dump threads."""
+
+    def __init__(self):
+        self.gtid, self.dumps, self.io = "1-1-5", "", "Yes"
+        self.sent: list[str] = []
+
+    def __call__(self, stmt, batch=True, timeout=3):
+        self.sent.append(stmt)
+        if stmt.startswith("SELECT"):
+            return [[self.gtid, "2", self.dumps or "NULL"]]  # db-02: GTID domain 2
+        if stmt.startswith("SHOW"):
+            cols = ["Slave_IO_Running", "Slave_SQL_Running", "Last_SQL_Errno",
+                    "Relay_Master_Log_File", "Master_Log_File", "Exec_Master_Log_Pos",
+                    "Read_Master_Log_Pos", "Seconds_Behind_Master"]
+            return [cols, [self.io, "Yes", "0", "b.1", "b.1", "9", "9", "0"]]
+        if "STOP" in stmt:
+            self.io = "No"
+        if "START" in stmt:
+            self.io = "Yes"
+        return []
+
+
+@pytest.fixture
+def daemon():
+    inv = inventory.load(ROOT / "hosts.toml")
+    text = health.health_script(inv, inv.host("k3s-db-02"), MARIA)
+    ns: dict = {"__name__": "db_health"}
+    exec(compile(text, "db-health", "exec"), ns)  # noqa: S102 - our own rendered program
+    db, peer = FakeDb(), {"up": True, "state": {"gtid": "1-1-5", "last_write": 0.0}}
+    ns["mysql"] = db
+    ns["peer_reachable"] = lambda: peer["up"]
+    ns["peer_state"] = lambda: dict(peer["state"]) if peer["up"] else None
+    return ns, db, peer
+
+
+def ticks(ns, fence, n=3):
+    for _ in range(n):
+        fence.tick()
+    return ns["view"]
+
+
+def test_takeover_guards_replication_until_the_old_writer_is_proven_clean(daemon):
+    ns, db, peer = daemon
+    fence = ns["Fence"]()
+    ticks(ns, fence, 1)
+    peer["up"] = False                      # the writer db-01 is gone
+    db.gtid = "1-1-5,2-2-1"                 # clients commit here now (domain 2 grows)
+    v = ticks(ns, fence)
+    assert v["role"] == "writer" and v["code"] == 200 and v["guarded"]
+    assert "STOP REPLICA IO_THREAD" in db.sent
+    assert any(s.startswith("KILL") for s in db.sent) is False  # no dump threads to kill
+    peer.update(up=True, state={"gtid": "1-1-6", "last_write": 1.0})  # back with an errant
+    v = ticks(ns, fence)
+    assert v["guarded"] and "START REPLICA IO_THREAD" not in db.sent
+    peer["state"] = {"gtid": "1-1-5,2-2-1", "last_write": 1.0}       # rebuilt: clean
+    v = ticks(ns, fence)
+    assert not v["guarded"] and db.sent[-1] != "STOP REPLICA IO_THREAD"
+    assert "START REPLICA IO_THREAD" in db.sent
+
+
+def test_a_standby_holding_gtids_the_writer_lacks_is_fenced(daemon):
+    ns, db, peer = daemon
+    fence = ns["Fence"]()
+    db.gtid = "1-1-6"                       # the cut-off writer's late commit
+    peer["state"] = {"gtid": "1-1-5,2-2-40", "last_write": 5.0}
+    v = ticks(ns, fence)
+    assert v["role"] == "standby" and v["code"] == 503 and "errant" in v["why"]
+    assert v["errant"] == "1-6"
+    db.gtid = "1-1-5,2-2-40"                # what db.rejoin leaves
+    v = ticks(ns, fence, 4)
+    assert v["code"] == 200 and not v["errant"]
+
+
+def test_a_dead_peers_dump_threads_are_killed(daemon):
+    ns, db, peer = daemon
+    fence = ns["Fence"]()
+    db.dumps = "41,42"
+    ticks(ns, fence, 1)
+    assert not any(s.startswith("KILL") for s in db.sent)   # peer up: its acks count
+    peer["up"] = False
+    ticks(ns, fence, 2)
+    assert "KILL CONNECTION 41" in db.sent and "KILL CONNECTION 42" in db.sent
+
+
+def test_a_lagging_standby_is_not_eligible(daemon):
+    ns, db, peer = daemon
+    fence = ns["Fence"]()
+    code, why = ns["replica_verdict"]({"Slave_SQL_Running": "Yes", "Last_SQL_Errno": "0",
+                                       "Relay_Master_Log_File": "b.1", "Master_Log_File": "b.1",
+                                       "Exec_Master_Log_Pos": "5", "Read_Master_Log_Pos": "9",
+                                       "Seconds_Behind_Master": "0"})
+    assert code == 503 and "catching up" in why
+    assert ticks(ns, fence)["code"] == 200
+
+
+# ------------------------------------------------------------------ status, writer, switch
+def test_status_marks_the_non_writer_errant_and_broken():
+    rows = [{"node": "a", "executed": "1-1-10,2-2-3", "gtid": ""},
+            {"node": "b", "executed": "1-1-9,2-2-4", "gtid": ""}]
+    dbtasks.mark_errant(rows, "b")
+    assert rows[0]["gtid"] == "ERRANT 1-10" and "db.rejoin --host a" in rows[0]["broken"]
+    assert "broken" not in rows[1]
+    stopped = facts.ReplicaStatus(configured=True, io_running="Yes", sql_running="No",
+                                  last_sql_errno=1062, last_sql_error="Duplicate entry")
+    assert "1062" in dbtasks.replica_broken(stopped)
+    guarded = facts.ReplicaStatus(configured=True, io_running="No", sql_running="Yes")
+    assert dbtasks.replica_broken(guarded) == ""
+
+
+def _srv(name, status):
+    return ServerStat(proxy="k3s-db", server=name, backup=False, status=status, check="-",
+                      since="1s")
+
+
+def test_the_stuck_server_writes_while_up():
+    text = ("# table: k3s-db, type: integer, size:1, used:1\n"
+            "0x55d0c0a626b8: key=1 use=1 exp=0 gpt0=2\n")  # [lab] HAProxy 2.6
+    assert parse_stick_table(text) == 2 and parse_stick_table("# table: k3s-db\n") is None
+    assert parse_stick_table("0x1: key=1 use=0 exp=0 gpt0=0\n") is None
+    both = [_srv("k3s-db-01", "UP"), _srv("k3s-db-02", "UP")]
+    assert writer(both, {"k3s-db-01", "k3s-db-02"}, "k3s-db-02") == "k3s-db-02"
+    one = [_srv("k3s-db-01", "UP"), _srv("k3s-db-02", "DOWN")]
+    assert writer(one, {"k3s-db-01", "k3s-db-02"}, "k3s-db-02") == "k3s-db-01"
+
+
+def test_switchover_refusals():
+    assert "already the writer" in switch_refusal("a", "a", "", "")
+    assert "no writer" in switch_refusal(None, "b", "", "")
+    assert "SQL=No" in switch_refusal("a", "b", "IO=Yes SQL=No", "")
+    assert "db.rejoin" in switch_refusal("a", "b", "", "1-7")
+    assert switch_refusal("a", "b", "", "") == ""
