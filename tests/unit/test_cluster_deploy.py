@@ -37,7 +37,7 @@ def test_stage_names_follow_the_guide(tmp_path):
     got = [(s.name, [n for n, _ in s.tasks]) for s in cst.stages(inv)]
     assert got == [("balancers", ["balancers.deploy"]),
                    ("databases", ["db.install", "db.configure", "db.secure", "db.replicate",
-                                  "db.users", "datastore writer"]),
+                                  "db.users", "db.health", "datastore writer"]),
                    ("servers", ["k3s.install-server"]), ("agents", ["k3s.join-agent"]),
                    ("verify", ["verify"])]
 
