@@ -24,14 +24,17 @@ demo: venv lab-deps
 	$(FAB) cluster.deploy --yes
 	$(FAB) cluster.status
 
+# unit tests in random order (pytest-randomly), then the lab tests in file order
+# (each lab module shares one lab instance between its tests)
 test: venv lab-deps
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs -m "not lab"
+	$(PY) -m pytest -q -rs -m lab -p no:randomly
 
 unit: venv
 	$(PY) -m pytest -q -m "not lab"
 
 lab-test: venv lab-deps
-	$(PY) -m pytest -q -rs -m lab
+	$(PY) -m pytest -q -rs -m lab -p no:randomly
 
 down: venv
 	$(FAB) lab.down
