@@ -35,7 +35,7 @@ TIMINGS: dict[str, float] = {}
 S1, S2 = SERVERS
 A1, A2 = AGENTS
 DEPLOY = ("balancers.deploy", "db.install", "db.secure", "db.configure", "db.replicate",
-          "db.users")
+          "db.users", "db.health")  # db.health: the replication-aware check is the default
 
 
 @contextmanager
