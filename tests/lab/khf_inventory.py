@@ -86,6 +86,12 @@ server_id = 2
 [hosts.k3s-server-01]
 address = "{SUBNET}.41"
 roles = ["k3s-server"]
+
+# two servers: stopping one must not stop the API (with one, the drill measured the whole
+# hold as outage)
+[hosts.k3s-server-02]
+address = "{SUBNET}.42"
+roles = ["k3s-server"]
 """
 
 
