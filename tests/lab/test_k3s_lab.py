@@ -6,7 +6,6 @@ through `fab`, waits for the datastore VIP to take writes, and always tears the 
 Tests run in file order on one cluster; every k3s step is a `fab` subprocess with --yes and
 the secrets from the lab's secrets file.
 """
-import json
 import os
 import subprocess
 import sys

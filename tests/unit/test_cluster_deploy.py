@@ -5,7 +5,7 @@ from invoke.exceptions import Exit
 
 from tasks.cluster import stages as cst
 from tasks.cluster import tasks as ct
-from tasks.core.errors import InputError, StepFailed
+from tasks.core.errors import StepFailed
 from tests.lab.test_cluster_lab import guide_inventory
 
 

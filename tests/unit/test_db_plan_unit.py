@@ -2,7 +2,7 @@
 import pytest
 
 from tasks.db import sql
-from tasks.db.replication import Kind, State, direction_state, plan
+from tasks.db.replication import State, direction_state, plan
 from tasks.db.session import Facts, Node
 from tasks.facts import mysql as facts
 from tasks.core.errors import Refused
