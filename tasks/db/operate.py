@@ -182,7 +182,7 @@ def _rebuild(r: Run, t: Node, s: Node) -> None:
         rpw = secrets.get_secret("replication_password", r.inv, yes=r.yes)
         r.step(t.host, f"replica of {s.name}", lambda: t.write(sql.change_source(
             t.d, host=s.host.address, port=r.inv.db["port"], user=user, password=rpw,
-            gtid=True)) or t.write(sql.start_replica(t.d)) or True)
+            gtid=True, own_domain=t.host.server_id or 0)) or t.write(sql.start_replica(t.d)) or True)
     finally:
         sh(t.conn, f"systemctl start {SERVICE}", warn=True)
     rep = facts.wait_replica_healthy(t, 60)

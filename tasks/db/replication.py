@@ -172,14 +172,15 @@ def _apply(x: Action, inv: Inventory, user: str, password: str,
             raise StepFailed(f"{x.source.name}: binary log is off. Fix: fab db.configure")
         if inv.db["gtid"]:
             _gtid_slave_pos(n, x.source, fpos)
-        n.write(sql.change_source(d, host=x.source.host.address, port=inv.db["port"],
+        n.write(sql.change_source(d, own_domain=n.host.server_id or 0,
+                                  host=x.source.host.address, port=inv.db["port"],
                                   user=user, password=password, log_file=fpos[0],
                                   log_pos=fpos[1], gtid=inv.db["gtid"]))
     elif x.kind is Kind.GTID:
         n.write(sql.stop_replica(d))
         rep = facts.replica_status(n)  # what the SQL thread applied: the exact point
         _gtid_slave_pos(n, x.source, (rep.relay_source_log_file, rep.exec_pos))
-        n.write(sql.change_source(d, gtid=True))
+        n.write(sql.change_source(d, gtid=True, own_domain=n.host.server_id or 0))
     elif x.kind is Kind.REPAIR:
         n.write(sql.stop_replica(d))
         n.write(sql.change_source(d, user=user, password=password))

@@ -82,7 +82,8 @@ def account(user: str, host: str) -> str:
 
 
 # ------------------------------------------------------------------ replication
-def change_source(d: Dialect, *, host: str | None = None, port: int | None = None,
+def change_source(d: Dialect, *, own_domain: int = 0, host: str | None = None,
+                  port: int | None = None,
                   user: str | None = None, password: str | None = None,
                   log_file: str | None = None, log_pos: int | None = None,
                   gtid: bool = False) -> str:
@@ -104,6 +105,10 @@ def change_source(d: Dialect, *, host: str | None = None, port: int | None = Non
         opts.append(f"{p}PASSWORD={lit(password)}")
     if gtid:
         opts.append("MASTER_USE_GTID=slave_pos" if d.mariadb else f"{p}AUTO_POSITION=1")
+        if d.mariadb and own_domain:
+            # a node never needs its own domain back from its peer; asking for it made an
+            # old writer's IO thread stop on 1236 after a partition ([lab] dbfailover)
+            opts.append(f"IGNORE_DOMAIN_IDS=({int(own_domain)})")
     elif log_file is not None:
         opts.append(f"{p}LOG_FILE={lit(log_file)}")
         opts.append(f"{p}LOG_POS={int(log_pos or 4)}")

@@ -82,10 +82,10 @@ def test_replication_link_cut(lab):
 
 
 # Runs after the other faults: when it fails, replication stays broken for what follows.
-@pytest.mark.xfail(strict=False, reason="[lab] intermittent: after the heal the old writer's "
-                   "IO thread can stop on 1236 'Could not find GTID state requested by slave' "
-                   "(its gtid_slave_pos holds an old position of its own domain; "
-                   "IGNORE_DOMAIN_IDS=(own domain) is the likely fix): open, issue 12")
+@pytest.mark.xfail(strict=False, reason="[lab] was intermittent: after the heal the old "
+                   "writer's IO thread stopped on 1236 'Could not find GTID state requested by "
+                   "slave' (it asked its peer for its own domain); IGNORE_DOMAIN_IDS=(own "
+                   "domain) fixed it in the one run since: non-strict until confirmed, issue 12")
 def test_writer_partition_auto_increment(lab):
     writer = kit.writer_host(lab)
     r = kit.run_fault(lab, kit.FAULTS[1], 8, "k3s.t_part")
