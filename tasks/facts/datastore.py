@@ -10,14 +10,13 @@ used by db.status, db.switchover, cluster.deploy's wait and the drill.
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 
 from ..core.run import Run, poll
-from ..core.ssh import sh
 from fabric import Connection
 
-from .haproxy import ADMIN_SOCKET, ServerStat, show_stat
+from .haproxy import ServerStat, runtime, show_stat
+from .vrrp import vip_holder
 
 
 @dataclass(frozen=True)
@@ -51,42 +50,33 @@ def parse_stick_table(text: str) -> int | None:
 
 
 def stuck_server_id(conn: Connection) -> int | None:
-    res = sh(conn, f"echo 'show table {DB_BACKEND}' | socat -t 3 stdio "
-                   f"UNIX-CONNECT:{ADMIN_SOCKET}", warn=True, write=False)
-    return parse_stick_table(res.stdout) if res.exited == 0 else None
+    out = runtime(conn, f"show table {DB_BACKEND}")
+    return parse_stick_table(out) if out is not None else None
 
 
 def admin_command(conn: Connection, command: str) -> str:
-    """One runtime API command on a balancer's HAProxy; its answer."""
-    res = sh(conn, f"echo {shlex.quote(command)} | socat -t 3 stdio "
-                   f"UNIX-CONNECT:{ADMIN_SOCKET}", write=False)
-    return res.stdout.strip()
-
-
-def holds_vip(r: Run, balancer: str, address: str) -> bool:
-    conn = r.conn(r.inv.host(balancer))
-    return sh(conn, f"ip -o addr show | grep -qw {shlex.quote(address)}",
-              warn=True, write=False).exited == 0
+    """One runtime API command on a balancer's HAProxy; its answer ("" if none)."""
+    return (runtime(conn, command) or "").strip()
 
 
 def vip_servers(r: Run) -> VipView:
-    """Ask each db-balancer in turn; the first holding the VIP answers for HAProxy."""
+    """The datastore backend as the HAProxy of the balancer holding the VIP reports it."""
     vip = r.inv.vip_for_role("db-balancer")
     if vip is None:
         return VipView(None, None, "no datastore VIP in the inventory")
-    for b in r.inv.with_role("db-balancer"):
-        try:
-            if not holds_vip(r, b.name, vip.address):
-                continue
-            servers = show_stat(r.conn(b))
-        except Exception as e:  # noqa: BLE001 - an observation, never a failure
-            return VipView(None, b.name, f"{b.name}: {e}")
-        if servers is None:
-            return VipView(None, b.name, f"{b.name}: no HAProxy admin socket")
-        sid = stuck_server_id(r.conn(b))
-        names = {h.server_id: h.name for h in r.inv.with_role("db")}
-        return VipView(servers, b.name, stuck=names.get(sid) if sid is not None else None)
-    return VipView(None, None, "no balancer holds the datastore VIP")
+    holder, why = vip_holder(r, vip)
+    if holder is None:
+        return VipView(None, None, why)
+    try:
+        conn = r.conn(holder)
+        servers = show_stat(conn)
+        sid = stuck_server_id(conn) if servers is not None else None
+    except Exception as e:  # noqa: BLE001 - an observation, never a failure
+        return VipView(None, holder.name, f"{holder.name}: {e}")
+    if servers is None:
+        return VipView(None, holder.name, f"{holder.name}: no HAProxy admin socket")
+    names = {h.server_id: h.name for h in r.inv.with_role("db")}
+    return VipView(servers, holder.name, stuck=names.get(sid) if sid is not None else None)
 
 
 def _order(servers: list[ServerStat], db_names: set[str]) -> list[ServerStat]:

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import csv
 import io
+import shlex
 from dataclasses import dataclass
 
 from fabric import Connection
 
-from ..core.errors import K3sHaError
-from ..core.inventory import Vip
-from ..core.run import Run
 from ..core.ssh import sh
 
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
@@ -44,25 +42,15 @@ def parse_show_stat(csv_text: str) -> list[ServerStat]:
     return out
 
 
+def runtime(conn: Connection, command: str) -> str | None:
+    """One command on the host's HAProxy runtime API (admin socket); its answer, or None
+    when the socket does not answer. The one place the socket is spoken to."""
+    res = sh(conn, f"echo {shlex.quote(command)} | socat -t 3 stdio "
+                   f"UNIX-CONNECT:{ADMIN_SOCKET}", warn=True, write=False)
+    return res.stdout if res.exited == 0 else None
+
+
 def show_stat(conn: Connection) -> list[ServerStat] | None:
     """The server rows from HAProxy's admin socket on the host; None if it does not answer."""
-    res = sh(conn, f"echo 'show stat' | socat -t 3 stdio UNIX-CONNECT:{ADMIN_SOCKET}",
-             warn=True, write=False)
-    return parse_show_stat(res.stdout) if res.exited == 0 else None
-
-
-def servers_via_vip(r: Run, vip: Vip) -> tuple[list[ServerStat] | None, str]:
-    """(HAProxy's servers as the balancer holding `vip` reports them, that balancer's name),
-    or (None, why not): no reachable holder, or its admin socket does not answer."""
-    from .vrrp import vip_holder
-
-    holder, why = vip_holder(r, vip)
-    if holder is None:
-        return None, why
-    try:
-        servers = show_stat(r.conn(holder))
-    except K3sHaError as e:
-        return None, f"{holder.name}: {str(e).splitlines()[0]}"
-    if servers is None:
-        return None, f"{holder.name}: no HAProxy admin socket"
-    return servers, holder.name
+    out = runtime(conn, "show stat")
+    return parse_show_stat(out) if out is not None else None

@@ -1,4 +1,4 @@
-"""facts.vrrp.vip_holder and facts.haproxy.servers_via_vip (the datastore writer lookup's
+"""facts.vrrp.vip_holder (the datastore writer lookup's
 reader) over fake connections: the holder is whoever's NIC carries the VIP."""
 from __future__ import annotations
 
@@ -68,9 +68,18 @@ def test_an_unreachable_member_does_not_hide_the_holder() -> None:
     assert h is None and "k3s-db-balancer-01: connection refused" in why and "more" not in why
 
 
-def test_servers_via_vip() -> None:
-    servers, who = haproxy.servers_via_vip(fake(NOT, HELD), VIP)
-    assert who == "k3s-db-balancer-02" and [s.server for s in servers] == ["k3s-db-01"]
-    assert haproxy.servers_via_vip(fake(NOT, HELD, stat=None), VIP) == (
-        None, "k3s-db-balancer-02: no HAProxy admin socket")
-    assert haproxy.servers_via_vip(fake(NOT, NOT), VIP)[0] is None
+def test_datastore_vip_servers_asks_the_vip_holders_haproxy() -> None:
+    """facts.datastore.vip_servers: the holder found by vrrp.vip_holder, then its runtime
+    API (the same socket helper for `show stat` and the writer table)."""
+    from tasks.facts import datastore
+
+    r = fake(NOT, HELD)
+    view = datastore.vip_servers(r)
+    assert view.via == "k3s-db-balancer-02" and [s.server for s in view.servers] == ["k3s-db-01"]
+    assert r.conns["k3s-db-balancer-01"].commands == ["ip -o -4 addr show"]  # only asked
+    assert any("show stat" in c for c in r.conns["k3s-db-balancer-02"].commands)
+    dead = datastore.vip_servers(fake(NOT, HELD, stat=None))
+    assert (dead.servers, dead.reason) == (None, "k3s-db-balancer-02: no HAProxy admin socket")
+    nobody = datastore.vip_servers(fake(NOT, NOT))
+    assert nobody.servers is None and "no reachable balancer holds" in nobody.reason
+    assert haproxy.parse_show_stat(SHOW_STAT)[0].status == "UP"
