@@ -16,7 +16,7 @@ from typing import Any
 from ..core.errors import K3sHaError
 from ..core.inventory import Host, Inventory
 from ..core.run import Run
-from ..db.session import open_node  # before facts.mysql: db imports it (import cycle)
+from ..db.session import open_node
 from ..facts import datastore, vrrp
 from ..facts import k3s as kfacts
 from ..facts import mysql as mfacts

@@ -8,10 +8,21 @@ endpoint. `tasks` reads top-down like the guide's step; below it, one job per mo
 (per-dialect statements). What the servers report is read by tasks/facts/mysql.py; which
 node takes the writes, by tasks/facts/datastore.py.
 """
-from invoke import Collection
+from typing import Any
 
-from . import operate, tasks
 
-ns = Collection.from_module(tasks, name="db")
-ns.add_task(operate.switchover)
-ns.add_task(operate.rejoin)
+def __getattr__(name: str) -> Any:
+    """`ns` is built on first use, not at import: the observation layer (tasks/facts)
+    imports `tasks.db.sql`, and importing the task modules here made that a cycle
+    (facts.mysql -> db -> db.tasks -> db.health -> facts.mysql)."""
+    if name != "ns":
+        raise AttributeError(name)
+    from invoke import Collection
+
+    from . import operate, tasks
+
+    ns = Collection.from_module(tasks, name="db")
+    ns.add_task(operate.switchover)
+    ns.add_task(operate.rejoin)
+    globals()["ns"] = ns
+    return ns

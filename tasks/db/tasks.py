@@ -25,7 +25,6 @@ from . import accounts, replication, sql
 from .health import ensure_health
 from .seed import seed
 from .session import Node, admin_password, open_node, require_session, reset_admin
-from .session import mysql_connect, q  # noqa: F401 - k3s.bootstrap imports them from here
 
 
 def db_hosts(inv: Inventory) -> list[Host]:

@@ -16,7 +16,7 @@ from fabric import Connection
 from ..core.errors import Refused, StepFailed
 from ..core.inventory import Inventory
 from ..core.ssh import host_name
-from ..db.tasks import mysql_connect, q
+from ..db.session import mysql_connect, q
 from .token import Token, accepted_keys
 
 # the latest row of every /bootstrap/ key (kine: highest id per name; deleted=1 is a tombstone)

@@ -21,7 +21,7 @@ import pytest
 from tasks.core import inventory
 from tasks.core import ssh as cssh
 from tasks.core.run import poll
-from tasks.db import tasks as dbtasks
+from tasks.db import session as dbtasks
 from tasks.facts.k3s import parse_nodes
 from tasks.k3s.token import parse_token
 from tasks.lab import labnet

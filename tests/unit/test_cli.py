@@ -114,3 +114,13 @@ def test_inventory_holes_exit_2_before_any_ssh(tmp_path, old, new, key):
     out = p.stdout + p.stderr
     assert p.returncode == 2, out
     assert key in out and "Fix:" in out and "Traceback" not in out
+
+
+def test_the_observation_layer_imports_first_without_a_cycle() -> None:
+    """facts.mysql uses db.sql; the db package must not pull its task modules (which use
+    facts.mysql) in at import. A fresh interpreter imports facts first."""
+    code = "import tasks.facts.mysql, tasks.facts.datastore, tasks.db; print(len(tasks.db.ns.tasks))"
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert int(p.stdout) >= 10
