@@ -1,11 +1,12 @@
-"""The balancer lab tests' own inventory: lab "khb" on 10.79.0.0/24.
+"""The balancer lab tests' own inventory: lab "ba" + 3 random characters, on 10.79.0.0/24 when free (tests/lab/labid.py).
 
 Four balancers (two pairs) and two small backends that stand in for the k3s servers and
 the databases (roles k3s-server + db): only VRRP and HAProxy matter here.
 """
 from pathlib import Path
+from tests.lab import labid, labinv
 
-NAME, SUBNET = "khb", "10.79.0"
+NAME, SUBNET = labid.claim("ba", "10.79.0")  # unique per run
 API_PAIR = ("k3s-balancer-01", "k3s-balancer-02")
 DB_PAIR = ("k3s-db-balancer-01", "k3s-db-balancer-02")
 BACKENDS = ("k3s-server-01", "k3s-server-02")
@@ -13,84 +14,25 @@ API_VIP, DB_VIP = f"{SUBNET}.100", f"{SUBNET}.101"
 
 
 def inventory_text(balancers: str = "", cluster: str = "") -> str:
-    return f"""
-[lab]
-enabled = true
-name = "{NAME}"
-subnet = "{SUBNET}.0/24"
-operator_address = "{SUBNET}.1"
-
-[ssh]
-key = "ssh/id_ed25519"
-known_hosts = "ssh/known_hosts"
-connect_timeout = 3
-
-[secrets]
-file = "secrets.toml"
-save_prompted = false
-
-[cluster]
-domain = "lab.lan"
-{cluster}
-
-[db]
-health_check = "http"
-rise = 3
-
-[balancers]
-{balancers}
-
-[vips.api]
-address = "{API_VIP}"
-prefix = 24
-name = "k3s-balancer"
-interface = "host0"
-virtual_router_id = 53
-priorities = [100, 90]
-
-[vips.db]
-address = "{DB_VIP}"
-prefix = 24
-name = "k3s-db-balancer"
-interface = "host0"
-virtual_router_id = 54
-priorities = [100, 90]
-
-[hosts.k3s-balancer-01]
-address = "{SUBNET}.11"
-roles = ["k3s-balancer"]
-
-[hosts.k3s-balancer-02]
-address = "{SUBNET}.12"
-roles = ["k3s-balancer"]
-
-[hosts.k3s-db-balancer-01]
-address = "{SUBNET}.21"
-roles = ["db-balancer"]
-
-[hosts.k3s-db-balancer-02]
-address = "{SUBNET}.22"
-roles = ["db-balancer"]
-
-[hosts.k3s-server-01]
-address = "{SUBNET}.41"
-roles = ["k3s-server", "db"]
-server_id = 1
-
-[hosts.k3s-server-02]
-address = "{SUBNET}.42"
-roles = ["k3s-server", "db"]
-server_id = 2
-"""
+    tables = {**labinv.base(NAME, SUBNET),
+              "cluster": labinv.merge({"domain": "lab.lan"}, cluster),
+              "db": {"health_check": "http", "rise": 3},
+              "balancers": balancers,
+              "vips.api": labinv.vip(API_VIP, "k3s-balancer", 53),
+              "vips.db": labinv.vip(DB_VIP, "k3s-db-balancer", 54)}
+    hosts = {API_PAIR[0]: labinv.host(f"{SUBNET}.11", "k3s-balancer"),
+             API_PAIR[1]: labinv.host(f"{SUBNET}.12", "k3s-balancer"),
+             DB_PAIR[0]: labinv.host(f"{SUBNET}.21", "db-balancer"),
+             DB_PAIR[1]: labinv.host(f"{SUBNET}.22", "db-balancer"),
+             BACKENDS[0]: labinv.host(f"{SUBNET}.41", "k3s-server", "db", server_id=1),
+             BACKENDS[1]: labinv.host(f"{SUBNET}.42", "k3s-server", "db", server_id=2)}
+    return labinv.render(tables, hosts)
 
 
 def write_inventory(folder: Path, balancers: str = "", cluster: str = "",
                     name: str = "hosts.toml") -> Path:
-    """An inventory for lab khb in `folder` (ssh key, known_hosts, secrets beside it)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(inventory_text(balancers, cluster))
-    return path
+    """An inventory for this lab in `folder` (ssh key, known_hosts, secrets beside it)."""
+    return labinv.write(folder, inventory_text(balancers, cluster), name)
 
 
 # ------------------------------------------------------------------ stand-in backends

@@ -1,102 +1,45 @@
-"""The drill lab test's own inventory: lab "khf" on 10.77.50.0/24.
+"""The drill lab test's own inventory: lab "dr" + 3 random characters, on 10.77.50.0/24 when free (tests/lab/labid.py).
 
-Both balancer pairs, the two databases and one k3s server (the API balancers' backend;
-the k3s scenarios run once k3s is deployed on it)."""
+Both balancer pairs, the two databases and two k3s servers (the API balancers' backends;
+the k3s scenarios run once k3s is deployed on them)."""
 from pathlib import Path
+from tests.lab import labid, labinv
 
-NAME, SUBNET = "khf", "10.77.50"
+NAME, SUBNET = labid.claim("dr", "10.77.50")  # unique per run
 API_VIP, DB_VIP = f"{SUBNET}.100", f"{SUBNET}.101"
 
 
+API_PAIR = ("k3s-balancer-01", "k3s-balancer-02")
+DB_PAIR = ("k3s-db-balancer-01", "k3s-db-balancer-02")
+# the drill lab's [db] (a 3 s semi-sync timeout and rise 3 keep a run short)
+DB_BASE = {"semi_sync": True, "semi_sync_timeout_ms": 3000, "rise": 3}
+
+
 def inventory_text(db: str = "", balancers: str = "", failover: str = "") -> str:
-    return f"""
-[lab]
-enabled = true
-name = "{NAME}"
-subnet = "{SUBNET}.0/24"
-operator_address = "{SUBNET}.1"
-
-[ssh]
-key = "ssh/id_ed25519"
-known_hosts = "ssh/known_hosts"
-connect_timeout = 3
-
-[secrets]
-file = "secrets.toml"
-save_prompted = false
-
-[cluster]
-domain = "lab.lan"
-# lab.up builds the k3s-ha stand-in (NOT k3s) into this airgap folder
-install_method = "binary"
-airgap_dir = ".lab/khf/airgap"
-
-[db]
-semi_sync = true
-semi_sync_timeout_ms = 3000
-rise = 3
-{db}
-
-[balancers]
-{balancers}
-{failover}
-
-[vips.api]
-address = "{API_VIP}"
-prefix = 24
-name = "k3s-balancer"
-interface = "host0"
-virtual_router_id = 61
-priorities = [100, 90]
-
-[vips.db]
-address = "{DB_VIP}"
-prefix = 24
-name = "k3s-db-balancer"
-interface = "host0"
-virtual_router_id = 62
-priorities = [100, 90]
-
-[hosts.k3s-balancer-01]
-address = "{SUBNET}.11"
-roles = ["k3s-balancer"]
-
-[hosts.k3s-balancer-02]
-address = "{SUBNET}.12"
-roles = ["k3s-balancer"]
-
-[hosts.k3s-db-balancer-01]
-address = "{SUBNET}.21"
-roles = ["db-balancer"]
-
-[hosts.k3s-db-balancer-02]
-address = "{SUBNET}.22"
-roles = ["db-balancer"]
-
-[hosts.k3s-db-01]
-address = "{SUBNET}.31"
-roles = ["db"]
-server_id = 1
-
-[hosts.k3s-db-02]
-address = "{SUBNET}.32"
-roles = ["db"]
-server_id = 2
-
-[hosts.k3s-server-01]
-address = "{SUBNET}.41"
-roles = ["k3s-server"]
-
-# two servers: stopping one must not stop the API (with one, the drill measured the whole
-# hold as outage)
-[hosts.k3s-server-02]
-address = "{SUBNET}.42"
-roles = ["k3s-server"]
-"""
+    """`db`, `balancers`: TOML lines laid over those tables; `failover`: a raw [failover]
+    body."""
+    tables = {**labinv.base(NAME, SUBNET),
+              # lab.up builds the k3s-ha stand-in (NOT k3s) into this airgap folder
+              "cluster": {"domain": "lab.lan", "install_method": "binary",
+                          "airgap_dir": f".lab/{NAME}/airgap"},
+              "db": labinv.merge(DB_BASE, db),
+              "balancers": balancers,
+              "vips.api": labinv.vip(API_VIP, "k3s-balancer", 61),
+              "vips.db": labinv.vip(DB_VIP, "k3s-db-balancer", 62)}
+    if failover:
+        tables["failover"] = failover
+    hosts = {API_PAIR[0]: labinv.host(f"{SUBNET}.11", "k3s-balancer"),
+             API_PAIR[1]: labinv.host(f"{SUBNET}.12", "k3s-balancer"),
+             DB_PAIR[0]: labinv.host(f"{SUBNET}.21", "db-balancer"),
+             DB_PAIR[1]: labinv.host(f"{SUBNET}.22", "db-balancer"),
+             "k3s-db-01": labinv.host(f"{SUBNET}.31", "db", server_id=1),
+             "k3s-db-02": labinv.host(f"{SUBNET}.32", "db", server_id=2),
+             # two servers: stopping one must not stop the API (with one, the drill
+             # measured the whole hold as outage)
+             "k3s-server-01": labinv.host(f"{SUBNET}.41", "k3s-server"),
+             "k3s-server-02": labinv.host(f"{SUBNET}.42", "k3s-server")}
+    return labinv.render(tables, hosts)
 
 
 def write_inventory(folder: Path, **kw: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "hosts.toml"
-    path.write_text(inventory_text(**kw))
-    return path
+    return labinv.write(folder, inventory_text(**kw))

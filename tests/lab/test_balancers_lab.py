@@ -1,4 +1,4 @@
-"""balancers namespace on real HAProxy 2.6 + keepalived 2.2.7 in the lab (instance "khb").
+"""balancers namespace on real HAProxy 2.6 + keepalived 2.2.7 in the lab (instance "ba" + 3 random characters).
 
 The fixture builds its own lab from tests/lab/khb_inventory.py in a temp folder (two
 balancer pairs, two stand-in backends) and always tears it down. Tests run in file order.

@@ -1,4 +1,4 @@
-"""failover.drill on a small deployed cluster in the lab (instance "khf", 10.77.50.0/24).
+"""failover.drill on a small deployed cluster in the lab (instance "dr" + 3 random characters, 10.77.50.0/24 when free).
 
 Required set: API balancer HAProxy stopped, primary database host down, primary database
 returning (and the k3s server stopped once k3s is deployed in the lab). Asserts outages

@@ -1,4 +1,4 @@
-"""k3s namespace for real in the lab (instance "kh3", 10.77.30.0/24), with the k3s-ha
+"""k3s namespace for real in the lab (instance "k3" + 3 random characters, 10.77.30.0/24 when free), with the k3s-ha
 stand-in (tasks/lab/standin: NOT k3s) that lab.up builds into the airgap folder.
 
 The fixture brings up its own lab, deploys balancers and databases with the existing tasks

@@ -1,6 +1,6 @@
 """The real lab: containers in network namespaces (root, systemd-nspawn, nftables).
 
-Runs its own lab instance ("khat", 10.78.0.0/24, inventory in a temp folder) so it never
+Runs its own lab instance ("la" + 3 random characters, 10.78.0.0/24 when free: tests/lab/labid.py; inventory in a temp folder) so it never
 touches the shipped lab ("kha"). The session fixture tears it down even when tests fail.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pytest
 from tasks.core import inventory
 from tasks.lab import aptcache, containers, image, labnet, network, procs
 from tasks.core.errors import Refused
+from tests.lab import labid
 
 pytestmark = [
     pytest.mark.lab,
@@ -28,7 +29,7 @@ pytestmark = [
                        reason="needs root and systemd-nspawn (scripts/install-lab-deps.sh)"),
 ]
 
-NAME, NET = "khat", "10.78.0"
+NAME, NET = labid.claim("la", "10.78.0")  # unique per run
 
 INVENTORY = f"""
 [lab]
@@ -113,6 +114,8 @@ def lab(request):
     def teardown() -> None:
         labnet.down(inv, log=lambda _: None)
         shutil.rmtree(d, ignore_errors=True)
+        if LIMITS and not network.list_netns():  # the last lab down puts the limits back
+            assert inotify_limits() == LIMITS, LIMITS
 
     request.addfinalizer(teardown)
     res = labnet.up(inv, log=print)
@@ -374,18 +377,20 @@ def test_up_twice_is_a_noop_and_recovers_from_half_killed(lab, capsys):
     assert labnet.up(inv, log=print).changed is False
 
 
-def test_second_instance_side_by_side(lab, tmp_path):
+def test_second_instance_side_by_side_and_down_leaves_nothing(lab, tmp_path):
     inv, _ = lab
-    clash = inventory.parse(INVENTORY.replace(f'name = "{NAME}"', 'name = "khx"'),
+    other = labid.fresh_name("lx")
+    clash = inventory.parse(INVENTORY.replace(f'name = "{NAME}"', f'name = "{other}"'),
                             tmp_path / "clash.toml")
     with pytest.raises(Refused, match=f"{NAME}-op"):
         labnet.up(clash, log=print)
-    assert "khx-op" not in snapshot("khx")["links"]
-    free = labnet.free_subnet(labnet.machine_routes()).rsplit(".", 1)[0]  # e.g. 10.81.0
-    text = INVENTORY.replace(f'name = "{NAME}"', 'name = "khu"').replace(NET + ".", free + ".")
+    assert f"{other}-op" not in snapshot(other)["links"]
+    name, net = labid.claim("lu", NET)  # another name on another free /24
+    text = INVENTORY.replace(f'name = "{NAME}"', f'name = "{name}"').replace(NET + ".", net + ".")
     path = tmp_path / "second.toml"
     path.write_text(text)
     second = inventory.load(path)
+    before = snapshot(name)
     try:
         labnet.up(second, log=print)
         assert ssh(second, "k3s-db-01", "hostname").stdout.strip() == "k3s-db-01"
@@ -393,6 +398,18 @@ def test_second_instance_side_by_side(lab, tmp_path):
     finally:
         labnet.down(second, log=print)
     assert all(s.ssh for s in labnet.status(inv))  # the first lab did not notice
+    # down leaves nothing of the second lab: links, namespaces, mounts, processes, state
+    deadline = time.monotonic() + 10
+    after = snapshot(name)
+    while after["procs"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = snapshot(name)
+    diff = {k: {"left": sorted(after[k] - before[k]), "gone": sorted(before[k] - after[k])}
+            for k in before if after[k] != before[k]}
+    assert not diff, diff
+    assert not labnet.state_dir(second).exists()
+    known = labnet.known_hosts_path(second)
+    assert f"{net}.31" not in (known.read_text() if known.exists() else "")
 
 
 def test_non_root_user_works_through_sudo_and_without_it_is_named(lab):
@@ -455,21 +472,3 @@ def test_extra_packages_build_their_own_cached_image(lab, tmp_path, monkeypatch)
     assert re.search(r"Package: python3-yaml\nStatus: install ok installed", status)
     assert "Package: openssh-server" in status
     assert labnet.ensure_image(extra, log=print) == (img, False)
-
-
-def test_zz_down_leaves_nothing_behind(lab):
-    inv, before = lab
-    labnet.down(inv, log=print)
-    deadline = time.monotonic() + 10
-    after = snapshot(NAME)
-    while after["procs"] and time.monotonic() < deadline:
-        time.sleep(0.2)
-        after = snapshot(NAME)
-    diff = {k: {"left": sorted(after[k] - before[k]), "gone": sorted(before[k] - after[k])}
-            for k in before if after[k] != before[k]}
-    assert not diff, diff
-    if LIMITS and not network.list_netns():  # the last lab down puts the limits back
-        assert inotify_limits() == LIMITS, LIMITS
-    assert not labnet.state_dir(inv).exists()
-    assert f"{NET}.31" not in labnet.known_hosts_path(inv).read_text() \
-        if labnet.known_hosts_path(inv).exists() else True

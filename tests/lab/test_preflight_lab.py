@@ -1,4 +1,4 @@
-"""The preflight (tasks/cluster/preflight.py) on real hosts: lab "khp", 10.77.60.0/24.
+"""The preflight (tasks/cluster/preflight.py) on real hosts: lab "pf" + 3 random characters, 10.77.60.0/24 when free.
 
 Two db balancers, the two databases and one k3s server, booted bare (nothing deployed). A
 clean lab passes with no ERROR; then each finding is provoked once on the real hosts
@@ -23,58 +23,25 @@ from tasks.cluster.verdicts import Level
 from tasks.core import inventory, ssh
 from tasks.core.run import Run
 from tasks.lab import labnet
+from tests.lab import labid, labinv
 
 pytestmark = pytest.mark.lab
-SUBNET = "10.77.60"
+NAME, SUBNET = labid.claim("pf", "10.77.60")  # unique per run
 VIP = f"{SUBNET}.101"
 DBB1, DBB2, DB, SRV = "k3s-db-balancer-01", "k3s-db-balancer-02", "k3s-db-01", "k3s-server-01"
 TIMINGS: dict[str, float] = {}
 
 
 def inventory_text(interface: str = "host0", extra: str = "") -> str:
-    return f"""
-[lab]
-enabled = true
-name = "khp"
-subnet = "{SUBNET}.0/24"
-operator_address = "{SUBNET}.1"
-
-[ssh]
-key = "ssh/id_ed25519"
-known_hosts = "ssh/known_hosts"
-
-[secrets]
-file = "secrets.toml"
-save_prompted = false
-{extra}
-[vips.db]
-address = "{VIP}"
-prefix = 24
-name = "k3s-db-balancer"
-interface = "{interface}"
-virtual_router_id = 47
-priorities = [100, 90]
-
-[hosts.{DBB1}]
-address = "{SUBNET}.21"
-roles = ["db-balancer"]
-
-[hosts.{DBB2}]
-address = "{SUBNET}.22"
-roles = ["db-balancer"]
-
-[hosts.{DB}]
-address = "{SUBNET}.31"
-roles = ["db"]
-
-[hosts.k3s-db-02]
-address = "{SUBNET}.32"
-roles = ["db"]
-
-[hosts.{SRV}]
-address = "{SUBNET}.41"
-roles = ["k3s-server"]
-"""
+    """`extra`: whole TOML tables added after [secrets]."""
+    hosts = {DBB1: labinv.host(f"{SUBNET}.21", "db-balancer"),
+             DBB2: labinv.host(f"{SUBNET}.22", "db-balancer"),
+             DB: labinv.host(f"{SUBNET}.31", "db"),
+             "k3s-db-02": labinv.host(f"{SUBNET}.32", "db"),
+             SRV: labinv.host(f"{SUBNET}.41", "k3s-server")}
+    base = labinv.render(labinv.base(NAME, SUBNET, connect_timeout=None), {})
+    vips = labinv.render({"vips.db": labinv.vip(VIP, "k3s-db-balancer", 47, interface)}, hosts)
+    return base + extra + vips
 
 
 @pytest.fixture(scope="module")
@@ -207,8 +174,8 @@ def test_vip_held_by_another_host(lab):
 def test_vip_answering_outside_the_inventory(lab):
     # a machine that is not in the inventory: the lab's switch itself takes the address
     # (/24: with a /32 it would have no route back and answer no ARP)
-    sw = ["ip", "netns", "exec", labnet.switch_ns("khp")]
-    subprocess.run(sw + ["ip", "addr", "add", f"{VIP}/24", "dev", labnet.bridge_name("khp")],
+    sw = ["ip", "netns", "exec", labnet.switch_ns(NAME)]
+    subprocess.run(sw + ["ip", "addr", "add", f"{VIP}/24", "dev", labnet.bridge_name(NAME)],
                    check=True)
     try:
         found = errors(checks(lab, "vip elsewhere"))
@@ -217,7 +184,7 @@ def test_vip_answering_outside_the_inventory(lab):
                                                                      "vip free")].message
     finally:
         subprocess.run(sw + ["ip", "addr", "del", f"{VIP}/24", "dev",
-                             labnet.bridge_name("khp")], check=True)
+                             labnet.bridge_name(NAME)], check=True)
 
 
 def test_vip_held_by_our_balancer_is_ok(lab):
@@ -233,7 +200,7 @@ def test_vip_held_by_our_balancer_is_ok(lab):
 
 def test_multicast_blocked(lab):
     # the switch drops multicast coming from balancer 02's port (as many clouds drop all)
-    sw = ["ip", "netns", "exec", labnet.switch_ns("khp")]
+    sw = ["ip", "netns", "exec", labnet.switch_ns(NAME)]
     port = labnet.host_port(lab, DBB2)
     rules = ("table bridge khp_mc {\n chain mc {\n  type filter hook forward priority 0;\n"
              f'  iifname "{port}" ip daddr 224.0.0.0/4 drop\n }}\n}}\n')

@@ -1,4 +1,4 @@
-"""The k3s stand-in for real in the lab (instance "khs", 10.77.40.0/24): NOT k3s.
+"""The k3s stand-in for real in the lab (instance "st" + 3 random characters, 10.77.40.0/24 when free): NOT k3s.
 
 One MariaDB (plain apt + SQL on k3s-db-01; the db tasks are tested elsewhere), two servers
 and one agent installed with the stand-in's install.sh and the zipapp from build(). Then:
@@ -25,10 +25,11 @@ import pytest
 
 from tasks.core import inventory
 from tasks.lab import labnet
+from tests.lab import labid, labinv
 
 pytestmark = pytest.mark.lab
 PKG = Path(__file__).resolve().parents[2] / "tasks" / "lab" / "standin"
-NET = "10.77.40"
+NAME, NET = labid.claim("st", "10.77.40")  # unique per run
 DB, S1, S2, AGENT = "k3s-db-01", "k3s-server-01", "k3s-server-02", "k3s-agent-01"
 HOSTS = {DB: (f"{NET}.31", "db"), "k3s-db-02": (f"{NET}.32", "db"),  # db-02: inventory rule
          S1: (f"{NET}.41", "k3s-server"), S2: (f"{NET}.42", "k3s-server"),
@@ -38,26 +39,8 @@ TIMINGS: dict[str, float] = {}
 
 
 def _inventory(folder: Path) -> Path:
-    hosts = "".join(f'\n[hosts.{h}]\naddress = "{a}"\nroles = ["{r}"]\n'
-                    for h, (a, r) in HOSTS.items())
-    text = f"""[lab]
-enabled = true
-name = "khs"
-subnet = "{NET}.0/24"
-operator_address = "{NET}.1"
-
-[ssh]
-key = "ssh/id_ed25519"
-known_hosts = "ssh/known_hosts"
-connect_timeout = 3
-
-[secrets]
-file = "secrets.toml"
-save_prompted = false
-{hosts}"""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "hosts.toml").write_text(text)
-    return folder / "hosts.toml"
+    hosts = {h: labinv.host(a, r) for h, (a, r) in HOSTS.items()}
+    return labinv.write(folder, labinv.render(labinv.base(NAME, NET), hosts))
 
 
 def _build(out: Path) -> Path:
