@@ -11,7 +11,8 @@ for the guide's settings (VRRPv2, advert_int 1) and for fast mode (VRRPv3, adver
 plus the longest outage after a partition of the holder heals (garp_master_refresh 1, and
 0 with the guide's settings: what the periodic gratuitous ARP default is for).
 
-Runs its own lab instance "khb" (10.79.0.0/24) in a temp folder and always removes it:
+Runs its own lab instance (tests/lab/khb_inventory.py: a name and subnet of its own) in a
+temp folder and always removes it:
   sudo .venv/bin/python bench/vip_failover.py [--runs 5]
 """
 from __future__ import annotations
