@@ -134,6 +134,31 @@ def _real(r: Run, sc: Scenario, hosts: list[Host], expire: int) -> Inflicted:
                      and None)
 
 
+# real hosts: what each fault runs there (systemd-run arms the undo timer of every fault)
+NFT_FAULTS = (Action.POWER_OFF, Action.PARTITION, Action.CUT_LINK)
+
+
+def tools_needed(chosen: list[Scenario], targets: dict[str, list[Host]]
+                 ) -> dict[str, set[str]]:
+    """Real hosts: host name -> the tools the chosen faults run there (pure)."""
+    need: dict[str, set[str]] = {}
+    for sc in chosen:
+        for h in targets[sc.name]:
+            need.setdefault(h.name, {"systemd-run"}).update(
+                {"nft"} if sc.fault in NFT_FAULTS else set())
+    return need
+
+
+def tools_missing(r: Run, need: dict[str, set[str]]) -> list[str]:
+    """"<host>: <tool> missing" for every needed tool a host lacks."""
+    out = []
+    for name, tools in need.items():
+        probe = " ".join(f"command -v {t} >/dev/null || echo {t};" for t in sorted(tools))
+        res = sh(r.conn(r.inv.host(name)), probe, warn=True, write=False, timeout=15)
+        out += [f"{name}: {t} missing" for t in res.stdout.split()]
+    return out
+
+
 def describe(sc: Scenario, hosts: list[Host]) -> str:
     return f"{sc.name}: {', '.join(h.name for h in hosts)}: {sc.disrupts}"
 

@@ -11,7 +11,7 @@ from ..core.errors import InputError, Refused, StepFailed
 from ..core.run import Run
 from . import health, kubecreds, report
 from . import writer as w
-from .actions import describe, fresh, resolve
+from .actions import describe, fresh, resolve, tools_missing, tools_needed
 from .drill import NEEDS, Env, run_scenario
 from .safety import ask, require_healthy
 from .scenarios import Scenario, select
@@ -61,6 +61,12 @@ def run_drill(r: Run, names: list[str], cycles: int, yes: bool, folder: str
         raise Refused("no scenario can run: nothing they disrupt is deployed")
     require_healthy(health.problems(r, parts))
     targets = {s.name: resolve(r, s.target) for s in chosen}
+    missing = [] if r.inv.is_lab else tools_missing(r, tools_needed(chosen, targets))
+    if missing:
+        raise Refused("the drill's faults need tools these hosts lack; nothing was "
+                      "disrupted:\n  - " + "\n  - ".join(missing) + "\nFix: install them "
+                      "(Debian/Ubuntu: apt-get install nftables; systemd-run comes with "
+                      "systemd), or choose other scenarios")
     ask([describe(s, targets[s.name]) + (f" x{cycles}" if cycles > 1 else "")
          for s in chosen], yes=yes)
     env = Env(r, parts)

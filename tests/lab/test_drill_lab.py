@@ -18,17 +18,14 @@ from invoke import Context
 
 from tasks.core import inventory
 from tasks.core.run import Run
-from tasks.failover import health, session
+from tasks.core import ops
+from tasks.failover import actions, health, scenarios, session
 from tasks.lab import labnet
 from tests.lab.khf_inventory import write_inventory
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 TIMINGS: dict[str, float] = {}
-ISSUE_12 = ("issue 12 (datastore failover safe for kine) is not on main yet: a power cut of "
-            "the writer leaves an errant AUTO_INCREMENT row on it, the returning node's SQL "
-            "thread stops on 1062 and the cluster never gets healthy; the drill measures "
-            "exactly that. Remove this xfail when issue 12 lands.")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +80,6 @@ def test_unhealthy_cluster_refused(cluster, tmp_path):
         r.close()
 
 
-@pytest.mark.xfail(reason=ISSUE_12, strict=False)
 def test_drill_primary_down_and_returning(cluster, tmp_path):
     drill(cluster, run(cluster), ["db-primary-down", "db-primary-returning"], tmp_path)
 
@@ -129,5 +125,76 @@ def drill(cluster, r, names, tmp_path):
     r = run(cluster)
     try:
         assert health.problems(r, health.deployed(r)) == []
+    finally:
+        r.close()
+
+
+# ------------------------------------------------------------------ real-host faults
+def _tcp(cluster, src: str, dst_addr: str, port: int) -> bool:
+    """Does `src` reach dst_addr:port (bash's /dev/tcp, 2 s)?"""
+    p = subprocess.run(labnet.ssh_argv(cluster, src, [
+        f"timeout 2 bash -c 'exec 3<>/dev/tcp/{dst_addr}/{port}' && echo open"]),
+        capture_output=True, text=True, timeout=30)
+    return p.stdout.strip() == "open"
+
+
+def _timer_active(cluster, host: str) -> bool:
+    p = subprocess.run(labnet.ssh_argv(cluster, host, [
+        "systemctl is-active k3sha-drill-undo.timer"]), capture_output=True, text=True,
+        timeout=30)
+    return p.stdout.strip() == "active"
+
+
+def test_real_host_faults_expire_by_themselves(cluster):
+    """The faults the drill uses on real machines (expiring nftables rules armed by a timer
+    on the host), run on lab hosts as if they were real ones: refused while nft is missing,
+    the isolated host unreachable except for the operator's SSH, the rules gone by
+    themselves when the timer fires, at once on restore; the replication cut blocks only
+    the two databases from each other."""
+    r = run(cluster)
+    db1, db2 = cluster.with_role("db")
+    bal = cluster.with_role("db-balancer")[0]
+    standby = scenarios.select(["db-standby-down"])
+    cut = scenarios.select(["db-replication-cut"])
+    try:
+        need = actions.tools_needed(standby, {"db-standby-down": [db2]})
+        assert actions.tools_missing(r, need) == [f"{db2.name}: nft missing"]
+        for h in (db1, db2):
+            ops.ensure_packages(r.conn(h), ["nftables"])
+        assert actions.tools_missing(r, need) == []
+        # isolation, left to expire (the lab's inventory would pick the lab's power cut:
+        # the real-host path is called directly)
+        inflicted = actions._real(r, standby[0], [db2], 6)
+        assert not _tcp(cluster, db1.name, db2.address, 3306)
+        assert not _tcp(cluster, bal.name, db2.address, 9200)
+        assert r.conn(db2).run("true", hide=True, timeout=10).exited == 0  # operator's SSH
+        assert _timer_active(cluster, db2.name)
+        deadline = time.monotonic() + 30
+        while not _tcp(cluster, db1.name, db2.address, 3306):
+            assert time.monotonic() < deadline, "the rules did not expire by themselves"
+            time.sleep(1)
+        inflicted.restore()  # idempotent after the timer did it
+        # isolation, restored early
+        inflicted = actions._real(r, standby[0], [db2], 120)
+        assert not _tcp(cluster, db1.name, db2.address, 3306)
+        inflicted.restore()
+        assert _tcp(cluster, db1.name, db2.address, 3306)
+        assert not _timer_active(cluster, db2.name)
+        # the replication link cut: the pair cannot talk, everyone else still reaches both
+        inflicted = actions._real(r, cut[0], [db1, db2], 120)
+        try:
+            assert not _tcp(cluster, db1.name, db2.address, 3306)
+            assert not _tcp(cluster, db2.name, db1.address, 3306)
+            assert _tcp(cluster, bal.name, db1.address, 3306)
+            assert _tcp(cluster, bal.name, db2.address, 3306)
+        finally:
+            inflicted.restore()
+        assert _tcp(cluster, db2.name, db1.address, 3306)
+    finally:
+        r.close()
+    r = run(cluster)
+    try:
+        took, left = health.wait_healthy(r, health.deployed(r), 90)
+        assert took is not None, left
     finally:
         r.close()
