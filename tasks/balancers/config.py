@@ -13,6 +13,9 @@ from ..facts.haproxy import ADMIN_SOCKET
 from ..facts.vrrp import priorities
 
 NOTIFY_SCRIPT = "/etc/keepalived/k3s-ha-notify.sh"
+# written by haproxy.service itself (HAPROXY_DROPIN): 1 once HAProxy stopped, 0 once started
+HAPROXY_DOWN_FILE = "/run/k3s-ha-haproxy.down"
+HAPROXY_DROPIN = "/etc/systemd/system/haproxy.service.d/k3s-ha-keepalived.conf"
 PROXY = {"api": "k3s-api", "db": "k3s-db"}  # HAProxy frontend/backend and VRRP instance names
 API_CHECKS = {
     "httpchk": (["option httpchk GET /ping", "http-check expect status 200"],
@@ -151,7 +154,13 @@ def keepalived_config(inv: Inventory, host: Host) -> str:
         stats_port=b["stats_port"], interval=int(b["check_interval"]),
         timeout=max(2, int(b["check_interval"])), fall=b["check_fall"], rise=b["check_rise"],
         advert_int=_num(b["advert_int"]), garp_master_refresh=b["garp_master_refresh"],
-        notify=NOTIFY_SCRIPT, instances=[vrrp_instance(inv, host, k) for k in keys])
+        notify=NOTIFY_SCRIPT, down_file=HAPROXY_DOWN_FILE,
+        instances=[vrrp_instance(inv, host, k) for k in keys])
+
+
+def haproxy_dropin() -> str:
+    """The haproxy.service drop-in writing HAPROXY_DOWN_FILE when HAProxy starts and stops."""
+    return (render.FILES_DIR / "haproxy-keepalived.conf").read_text()
 
 
 def notify_script() -> str:

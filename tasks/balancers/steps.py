@@ -9,12 +9,14 @@ from __future__ import annotations
 from fabric import Connection
 
 from ..core.errors import StepFailed
+from ..core.cli import say
 from ..core.inventory import Host
 from ..core.ops import ensure_dir, ensure_file, ensure_packages, ensure_service
 from ..core.run import FAILED, OK, Run
-from ..core.cli import say
+from ..core.ssh import sh
 from ..facts import vrrp
-from .config import NOTIFY_SCRIPT, failed_line, haproxy_config, keepalived_config, notify_script
+from .config import (HAPROXY_DOWN_FILE, HAPROXY_DROPIN, NOTIFY_SCRIPT, failed_line,
+                     haproxy_config, haproxy_dropin, keepalived_config, notify_script)
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
@@ -46,10 +48,23 @@ def configure(r: Run, conn: Connection, h: Host) -> None:
                                                           "haproxy -c -f %s"))
     kch = r.step(h, "keepalived.conf", lambda: install_config(conn, KEEPALIVED_CONF, kcfg,
                                                               "keepalived -t -f %s"))
+    dch = r.step(h, "haproxy drop-in", lambda: _dropin(conn))
+    # a new drop-in takes effect on the next start: a reload does not run ExecStartPost, so
+    # write the file's first value here (HAProxy is running, or the stats check says so)
+    if dch:
+        sh(conn, f"systemctl is-active -q haproxy && echo 0 > {HAPROXY_DOWN_FILE}; true")
     r.step(h, "haproxy running", lambda: ensure_service(conn, "haproxy", changed_inputs=hch,
                                                         reload=True))
     r.step(h, "keepalived running", lambda: ensure_service(
         conn, "keepalived", changed_inputs=kch or nch, reload=True))
+
+
+def _dropin(conn: Connection) -> bool:
+    ensure_dir(conn, HAPROXY_DROPIN.rsplit("/", 1)[0])
+    changed = ensure_file(conn, HAPROXY_DROPIN, haproxy_dropin())
+    if changed:
+        sh(conn, "systemctl daemon-reload")
+    return changed
 
 
 def check_settled(r: Run, hosts: list[Host]) -> None:
