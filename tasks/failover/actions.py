@@ -18,6 +18,9 @@ from . import hostfault, labcut
 from .scenarios import Action, Scenario, Target
 
 EXPIRE_MARGIN_S = 120  # real hosts: the undo timer fires this long after the planned restore
+# a fault or restore command on a host (systemctl, systemd-run, nft): seen taking over 60 s
+# in the lab with three labs and a benchmark on two cores
+CMD_TIMEOUT_S = 180
 
 
 def db_writer(r: Run) -> str | None:
@@ -89,10 +92,10 @@ def _lab(r: Run, sc: Scenario, hosts: list[Host], expire: int) -> Inflicted:
 def _service(r: Run, sc: Scenario, h: Host, expire: int) -> Inflicted:
     unit = unit_for(r, h, sc.service)
     fault, undo = hostfault.service_fault(unit, expire)
-    sh(r.conn(h), fault, timeout=60)
+    sh(r.conn(h), fault, timeout=CMD_TIMEOUT_S)
 
     def restore() -> None:
-        sh(fresh(r, h), undo, timeout=60)
+        sh(fresh(r, h), undo, timeout=CMD_TIMEOUT_S)
     return Inflicted(f"{h.name}: {unit} stopped", restore)
 
 
@@ -113,24 +116,24 @@ def _real(r: Run, sc: Scenario, hosts: list[Host], expire: int) -> Inflicted:
         return _service(r, sc, h, expire)
     if sc.fault is Action.FREEZE:
         fault, undo = hostfault.freeze_fault(sc.service, expire)
-        sh(r.conn(h), fault, timeout=30)
+        sh(r.conn(h), fault, timeout=CMD_TIMEOUT_S)
         return Inflicted(f"{h.name}: {sc.service} frozen (SIGSTOP)",
-                         lambda: sh(fresh(r, h), undo, timeout=30) and None)
+                         lambda: sh(fresh(r, h), undo, timeout=CMD_TIMEOUT_S) and None)
     if sc.fault is Action.CUT_LINK:
         pairs = [(hosts[0], hosts[1]), (hosts[1], hosts[0])]
         for me, peer in pairs:
             sh(r.conn(me), hostfault.nft_fault(hostfault.render_block_peer(peer.address),
-                                               expire), timeout=30)
+                                               expire), timeout=CMD_TIMEOUT_S)
 
         def mend() -> None:
             for me, _ in pairs:
-                sh(fresh(r, me), hostfault.disarm(hostfault.UNDO_NFT), timeout=30)
+                sh(fresh(r, me), hostfault.disarm(hostfault.UNDO_NFT), timeout=CMD_TIMEOUT_S)
         return Inflicted("replication link cut (expiring rules)", mend)
     op = sh(r.conn(h), hostfault.operator_address_cmd(), write=False).stdout.strip()
     sh(r.conn(h), hostfault.nft_fault(hostfault.render_isolation(op, h.ssh_port), expire),
-       timeout=30)
+       timeout=CMD_TIMEOUT_S)
     return Inflicted(f"{h.name} isolated (expiring rules, {expire} s at most)",
-                     lambda: sh(fresh(r, h), hostfault.disarm(hostfault.UNDO_NFT), timeout=30)
+                     lambda: sh(fresh(r, h), hostfault.disarm(hostfault.UNDO_NFT), timeout=CMD_TIMEOUT_S)
                      and None)
 
 
