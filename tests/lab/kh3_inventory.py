@@ -29,8 +29,10 @@ def _vip(address: str, name: str, vrid: int) -> dict[str, object]:
             "virtual_router_id": vrid, "priorities": [100, 90]}
 
 
-def inventory_text(with_agent3: bool = False, servers: tuple[str, ...] = SERVERS) -> str:
-    """servers: in the order given (the first one is the "first server")."""
+def inventory_text(with_agent3: bool = False, servers: tuple[str, ...] = SERVERS,
+                   agents: tuple[str, ...] = AGENTS, balancers: dict | None = None) -> str:
+    """servers: in the order given (the first one is the "first server"). balancers:
+    [balancers] keys (test_api_check_lab: api_health_check)."""
     tables = {
         "lab": {"enabled": True, "name": NAME, "subnet": f"{SUBNET}.0/24",
                 "operator_address": f"{SUBNET}.1"},
@@ -40,6 +42,7 @@ def inventory_text(with_agent3: bool = False, servers: tuple[str, ...] = SERVERS
         "cluster": {"install_method": "binary", "airgap_dir": f".lab/{NAME}/airgap",
                     "domain": "lab.lan"},
         "db": {"rise": 3},
+        **({"balancers": balancers} if balancers else {}),
         "vips.api": _vip(API_VIP, "k3s-balancer", 63),
         "vips.db": _vip(DB_VIP, "k3s-db-balancer", 64),
     }
@@ -51,15 +54,15 @@ def inventory_text(with_agent3: bool = False, servers: tuple[str, ...] = SERVERS
     text += _host("k3s-db-balancer-02", 22, "db-balancer")
     text += _host(DBS[0], 31, "db", "server_id = 1\n") + _host(DBS[1], 32, "db", "server_id = 2\n")
     text += "".join(_host(s, 41 + SERVERS.index(s), "k3s-server") for s in servers)
-    text += _host(AGENTS[0], 51, "k3s-agent") + _host(AGENTS[1], 52, "k3s-agent")
+    text += "".join(_host(a, 51 + AGENTS.index(a), "k3s-agent") for a in agents)
     if with_agent3:
         text += _host(AGENT3, 53, "k3s-agent")
     return text
 
 
 def write_inventory(folder: Path, with_agent3: bool = False, servers: tuple[str, ...] = SERVERS,
-                    name: str = "hosts.toml") -> Path:
+                    name: str = "hosts.toml", **kw: object) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    path.write_text(inventory_text(with_agent3, servers))
+    path.write_text(inventory_text(with_agent3, servers, **kw))  # type: ignore[arg-type]
     return path
