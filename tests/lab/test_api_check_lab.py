@@ -108,7 +108,8 @@ def test_second_run_issues_nothing_and_reloads_nothing(lab):
 
 
 def test_anonymous_readyz_refused_the_check_certificate_admitted(lab):
-    url = f"https://{S1}.lab.lan:6443/readyz"
+    # the serving certificate names the node, its address and the tls-san names (as k3s)
+    url = f"--resolve {S1}:6443:{lab.host(S1).address} https://{S1}:6443/readyz"
     anon = ssh(lab, LB1, f"curl -s -o /dev/null -w '%{{http_code}}' --cacert {CHECK_CA} {url}")
     assert anon == "401"
     # curl takes the certificate and key from the one PEM HAProxy uses
