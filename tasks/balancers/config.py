@@ -17,12 +17,24 @@ NOTIFY_SCRIPT = "/etc/keepalived/k3s-ha-notify.sh"
 HAPROXY_DOWN_FILE = "/run/k3s-ha-haproxy.down"
 HAPROXY_DROPIN = "/etc/systemd/system/haproxy.service.d/k3s-ha-keepalived.conf"
 PROXY = {"api": "k3s-api", "db": "k3s-db"}  # HAProxy frontend/backend and VRRP instance names
+# The readyz check's files on the API balancers (checkcert.py installs them). HAProxy reads
+# them as root at start/reload, before it drops to user haproxy: 0600 root is enough.
+CHECK_DIR = "/etc/haproxy/k3s-api-check"
+CHECK_CA = f"{CHECK_DIR}/server-ca.crt"   # the k3s server CA: the API's certificate chain
+CHECK_PEM = f"{CHECK_DIR}/client.pem"     # client certificate + key (k3s client CA)
 API_CHECKS = {
     "httpchk": (["option httpchk GET /ping", "http-check expect status 200"],
                 "check check-ssl verify none"),
     "ssl-hello-chk": (["option ssl-hello-chk"], "check"),
     "tcp-check": (["option tcp-check"], "check"),
+    # HAProxy 2.6 configuration manual, 5.2 server options: `check-ssl` runs the check over
+    # TLS on a plain (mode tcp) server line, with that line's `verify`, `ca-file` and `crt`
+    # (the client certificate presented). /readyz goes to kube-apiserver (k3s's own router
+    # only answers /ping and /cacerts), so an API server that hangs fails it.
+    "readyz": (["option httpchk GET /readyz", "http-check expect status 200"],
+               f"check check-ssl verify required ca-file {CHECK_CA} crt {CHECK_PEM}"),
 }
+READYZ_PENDING = "httpchk"  # what `readyz` renders until the check certificate is installed
 
 
 def pair_keys(inv: Inventory, host: Host) -> list[str]:
@@ -45,9 +57,17 @@ def balancer_hosts(inv: Inventory, role: str = "all") -> list[Host]:
     return [h for h in inv.hosts.values() if any(k in keys for k in pair_keys(inv, h))]
 
 
-def _api_proxy(inv: Inventory) -> dict[str, Any]:
+def api_check(inv: Inventory, check_cert: bool) -> str:
+    """The API check rendered: the inventory's, except `readyz` before its certificate is
+    on the balancer (HAProxy refuses a config naming a missing crt): /ping until then."""
+    want = inv.balancers["api_health_check"]
+    return READYZ_PENDING if want == "readyz" and not check_cert else want
+
+
+def _api_proxy(inv: Inventory, check_cert: bool = False) -> dict[str, Any]:
     b = inv.balancers
-    lines, opts = API_CHECKS[b["api_health_check"]]
+    check = api_check(inv, check_cert)
+    lines, opts = API_CHECKS[check]
     servers = []
     for i, h in enumerate(inv.with_role("k3s-server")):
         backup = b["api_backend"] == "primary-backup" and i > 0
@@ -63,7 +83,9 @@ def _api_proxy(inv: Inventory) -> dict[str, Any]:
             "default_server": "inter 1s fall 2 rise 2 observe layer4 error-limit 1 "
                               "on-error mark-down",
             "comment": f"k3s API: :{b['api_port']} to the k3s servers' :{K3S_API_PORT}, {how}, "
-                       f"check {b['api_health_check']}"}
+                       f"check {check}" + ("" if check == b["api_health_check"] else
+                                           f" (readyz configured: no check certificate yet, "
+                                           f"fab balancers.api-check-cert)")}
 
 
 DB_PEERS = "k3s-db-peers"
@@ -116,10 +138,11 @@ def db_peers(inv: Inventory, host: Host) -> dict[str, Any] | None:
     return {"name": DB_PEERS, "port": DB_PEERS_PORT, "members": members}
 
 
-def haproxy_config(inv: Inventory, host: Host) -> str:
-    """haproxy.cfg for `host`: one frontend/backend per pair it belongs to."""
+def haproxy_config(inv: Inventory, host: Host, check_cert: bool = False) -> str:
+    """haproxy.cfg for `host`: one frontend/backend per pair it belongs to. check_cert: the
+    readyz check's certificate is on the host (see api_check)."""
     keys = balancer_keys(inv, host)
-    proxies = [_api_proxy(inv) if k == "api" else _db_proxy(inv) for k in keys]
+    proxies = [_api_proxy(inv, check_cert) if k == "api" else _db_proxy(inv) for k in keys]
     return render.render("haproxy.cfg.j2", host=host.name, b=inv.balancers, proxies=proxies,
                          admin_socket=ADMIN_SOCKET, peers=db_peers(inv, host))
 

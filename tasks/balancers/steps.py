@@ -15,8 +15,9 @@ from ..core.ops import ensure_dir, ensure_file, ensure_packages, ensure_service
 from ..core.run import FAILED, OK, Run
 from ..core.ssh import sh
 from ..facts import vrrp
-from .config import (HAPROXY_DOWN_FILE, HAPROXY_DROPIN, NOTIFY_SCRIPT, failed_line,
-                     haproxy_config, haproxy_dropin, keepalived_config, notify_script)
+from .config import (CHECK_CA, CHECK_PEM, HAPROXY_DOWN_FILE, HAPROXY_DROPIN, NOTIFY_SCRIPT,
+                     failed_line, haproxy_config, haproxy_dropin, keepalived_config,
+                     notify_script, pair_keys)
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
@@ -39,8 +40,18 @@ def install(r: Run, conn: Connection, h: Host) -> None:
     r.step(h, "packages", lambda: ensure_packages(conn, PACKAGES))
 
 
+def has_check_cert(r: Run, conn: Connection, h: Host) -> bool:
+    """readyz wanted on this API balancer and both check files there (so haproxy.cfg may
+    name them; until then it checks /ping)."""
+    if r.inv.balancers["api_health_check"] != "readyz" or "api" not in pair_keys(r.inv, h):
+        return False
+    return sh(conn, f"test -s {CHECK_PEM} && test -s {CHECK_CA}", warn=True,
+              write=False).exited == 0
+
+
 def configure(r: Run, conn: Connection, h: Host) -> None:
-    hcfg, kcfg = haproxy_config(r.inv, h), keepalived_config(r.inv, h)
+    hcfg = haproxy_config(r.inv, h, check_cert=has_check_cert(r, conn, h))
+    kcfg = keepalived_config(r.inv, h)
     r.step(h, "/etc/keepalived", lambda: ensure_dir(conn, "/etc/keepalived"))
     nch = r.step(h, "notify script", lambda: ensure_file(conn, NOTIFY_SCRIPT, notify_script(),
                                                          mode="0755"))

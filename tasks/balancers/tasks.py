@@ -16,8 +16,8 @@ from ..core.inventory import Host
 from ..core.run import run_session
 from ..facts import vrrp
 from ..facts.haproxy import ServerStat, show_stat
-from . import steps
-from .config import balancer_hosts
+from . import checkcert, steps
+from .config import balancer_hosts, pair_keys
 
 H_YES = "never prompt (this namespace asks nothing; accepted for scripts)"
 H_ROLE = "which pair: api (k3s API balancers), db (datastore balancers) or all"
@@ -55,6 +55,20 @@ def deploy(c: Context, dry: bool = False, yes: bool = False, role: str = "all") 
             steps.check_settled(r, hosts)
 
 
+@k3s_task(help={"dry": H_DRY, "yes": H_YES})
+def api_check_cert(c: Context, dry: bool = False, yes: bool = False) -> None:
+    """readyz check: issue its client certificate on a k3s server, install it, reload HAProxy."""
+    from ..k3s.stages import first_server
+
+    with run_session(c, "balancers.api-check-cert", dry=dry, yes=yes) as r:
+        want = r.inv.balancers["api_health_check"]
+        if want != "readyz":
+            say(f"  [balancers] api_health_check = \"{want}\": no check certificate needed "
+                "(nothing to do)")
+            return
+        checkcert.ensure(r, balancer_hosts(r.inv, "api"), first_server(r.inv))
+
+
 @k3s_task(help={"dry": "accepted for symmetry: status only reads", "yes": H_YES,
                 "role": H_ROLE,
                 "strict": "exit 1 when a pair has two holders (split brain), none, or an "
@@ -69,8 +83,11 @@ def status(c: Context, dry: bool = False, yes: bool = False, role: str = "all",
         say("\n" + vrrp_table(by_key))
         for h in hosts:
             v = views[h.name]
-            stats = show_stat(r.conn(h)) if v.reachable and v.haproxy == "active" else None
+            up = v.reachable and v.haproxy == "active"
+            stats = show_stat(r.conn(h)) if up else None
             say(f"\n{h.name}:\n" + server_table(v, stats))
+            if up and "api" in pair_keys(r.inv, h):
+                say("  " + api_check_line(checkcert.state(r.inv, r.conn(h))))
         say("")
         verdicts = [vrrp.verdict(k, r.inv.vips[k], seen) for k, seen in by_key.items() if seen]
         for v in verdicts:
@@ -99,3 +116,7 @@ def server_table(v: vrrp.Balancer, stats: list[ServerStat] | None) -> str:
         [{"backend": s.proxy, "server": s.server, "role": "backup" if s.backup else "primary",
           "state": s.status, "last check": s.check, "since change": s.since} for s in stats],
         ["backend", "server", "role", "state", "last check", "since change"])])
+
+
+def api_check_line(st: checkcert.CheckState) -> str:
+    return f"API check: {st.check}" + (f" ({st.note})" if st.note else "")

@@ -91,6 +91,10 @@ def stages(inv: Inventory) -> list[Stage]:
         dbs.append(("db.health", db.health))
     dbs.append(("datastore writer", wait_datastore_writer))
     n = {r: len(inv.with_role(r)) for r in ("k3s-server", "k3s-agent")}
+    servers: list[tuple[str, Task]] = [("k3s.install-server", k3s.install_server)]
+    readyz = inv.balancers["api_health_check"] == "readyz"
+    if readyz:  # the balancers went first, on /ping: the client CA exists only now
+        servers.append(("balancers.api-check-cert", balancers.api_check_cert))
     return [
         Stage("balancers", "HAProxy + keepalived installed and configured on the "
               f"{len(inv.with_role('k3s-balancer') + inv.with_role('db-balancer'))} balancers "
@@ -99,8 +103,9 @@ def stages(inv: Inventory) -> list[Stage]:
         Stage("databases", f"MariaDB/MySQL on the {len(inv.with_role('db'))} db hosts: "
               "config, secure, master-master replication, the k3s and check users",
               tuple(dbs)),
-        Stage("servers", f"k3s servers ({n['k3s-server']}) installed, started, joined",
-              (("k3s.install-server", k3s.install_server),)),
+        Stage("servers", f"k3s servers ({n['k3s-server']}) installed, started, joined"
+              + ("; the API balancers' readyz check certificate issued on the first server, "
+                 "installed, HAProxy reloaded" if readyz else ""), tuple(servers)),
         Stage("agents", f"k3s agents ({n['k3s-agent']}) installed and joined"
               if n["k3s-agent"] else "nothing: the inventory has no k3s agent",
               (("k3s.join-agent", k3s.join_agent),) if n["k3s-agent"] else ()),

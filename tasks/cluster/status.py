@@ -21,6 +21,7 @@ from ..facts import datastore, vrrp
 from ..facts import k3s as kfacts
 from ..facts import mysql as mfacts
 from ..facts.haproxy import show_stat
+from ..balancers import checkcert
 
 
 class Tier(enum.Enum):
@@ -49,6 +50,7 @@ class BalancerView:
     keepalived: str
     backends: list[dict[str, Any]] = field(default_factory=list)  # proxy, server, status, check
     error: str = ""
+    api_check: str = ""   # readyz configured: the check HAProxy runs (balancers.checkcert)
 
 
 @dataclass
@@ -90,15 +92,18 @@ def _balancers(r: Run) -> tuple[list[BalancerView], list[dict[str, Any]]]:
     views = vrrp.observe_all(r, hosts)
     by_key = vrrp.members(r.inv, views)
 
-    def backends(h: Host) -> list[dict[str, Any]]:
+    def backends(h: Host) -> tuple[list[dict[str, Any]], str]:
         v = views[h.name]
-        stats = show_stat(r.conn(h)) if v.reachable and v.haproxy == "active" else None
+        up = v.reachable and v.haproxy == "active"
+        stats = show_stat(r.conn(h)) if up else None
         return [{"proxy": s.proxy, "server": s.server, "backup": s.backup,
-                 "status": s.status, "check": s.check} for s in stats or []]
+                 "status": s.status, "check": s.check} for s in stats or []], \
+            checkcert.readyz_line(r.inv, r.conn(h)) if up and h.has("k3s-balancer") else ""
 
     stats = r.each(hosts, lambda _c, h: backends(h), connect_first=False)
     rows = [BalancerView(m.host, key, m.state.value, m.holds, m.haproxy, m.keepalived,
-                         stats.get(m.host, []), m.error)
+                         stats.get(m.host, ([], ""))[0], m.error,
+                         stats.get(m.host, ([], ""))[1] if key == "api" else "")
             for key, seen in by_key.items() for m in seen]
     pairs = []
     for key, seen in by_key.items():
@@ -166,6 +171,8 @@ def _balancer_problems(view: ClusterView) -> list[Problem]:
         out += [Problem(Tier.BALANCERS, b.host, f"backend {s['proxy']}/{s['server']} is "
                         f"{s['status']} ({s['check'] or 'no check'})")
                 for s in b.backends if not str(s["status"]).startswith("UP")]
+        if b.api_check and not b.api_check.startswith("readyz"):
+            out.append(Problem(Tier.BALANCERS, b.host, f"API check {b.api_check}"))
     return out
 
 
@@ -248,6 +255,7 @@ def render(view: ClusterView, problems: list[Problem], lab: bool) -> str:
         for b in view.balancers],
         ["balancer", "pair", "VRRP", "VIP", "haproxy", "keepalived", "backends"])]
     out += [f"{p['key']} pair: {p['text']}" for p in view.pairs]
+    out += [f"{b.host}: API check {b.api_check}" for b in view.balancers if b.api_check]
     out += ["", "===== databases", table([
         {"node": _mark(d.host in bad, d.host), "version": d.version or "-",
          "writes": "yes" if d.host == view.writer.get("host") else "-",

@@ -18,14 +18,17 @@ def _host(last: int, role: str, **extra: object) -> dict[str, object]:
     return labinv.host(f"{SUBNET}.{last}", role, **extra)
 
 
-def inventory_text(with_agent3: bool = False, servers: tuple[str, ...] = SERVERS) -> str:
-    """servers: in the order given (the first one is the "first server")."""
+def inventory_text(with_agent3: bool = False, servers: tuple[str, ...] = SERVERS,
+                   agents: tuple[str, ...] = AGENTS, balancers: dict | None = None) -> str:
+    """servers: in the order given (the first one is the "first server"). balancers:
+    [balancers] keys (test_api_check_lab: api_health_check)."""
     tables = {
         **labinv.base(NAME, SUBNET, connect_timeout=None),
         # lab.up builds the k3s-ha stand-in (NOT k3s) into this airgap folder
         "cluster": {"install_method": "binary", "airgap_dir": f".lab/{NAME}/airgap",
                     "domain": "lab.lan"},
         "db": {"rise": 3},
+        **({"balancers": balancers} if balancers else {}),
         "vips.api": labinv.vip(API_VIP, "k3s-balancer", 63),
         "vips.db": labinv.vip(DB_VIP, "k3s-db-balancer", 64),
     }
@@ -35,15 +38,12 @@ def inventory_text(with_agent3: bool = False, servers: tuple[str, ...] = SERVERS
              "k3s-db-balancer-02": _host(22, "db-balancer"),
              DBS[0]: _host(31, "db", server_id=1), DBS[1]: _host(32, "db", server_id=2)}
     hosts |= {s: _host(41 + SERVERS.index(s), "k3s-server") for s in servers}
-    hosts |= {AGENTS[0]: _host(51, "k3s-agent"), AGENTS[1]: _host(52, "k3s-agent")}
+    hosts |= {a: _host(51 + AGENTS.index(a), "k3s-agent") for a in agents}
     if with_agent3:
         hosts[AGENT3] = _host(53, "k3s-agent")
     return labinv.render(tables, hosts)
 
 
 def write_inventory(folder: Path, with_agent3: bool = False, servers: tuple[str, ...] = SERVERS,
-                    name: str = "hosts.toml") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(inventory_text(with_agent3, servers))
-    return path
+                    name: str = "hosts.toml", **kw: object) -> Path:
+    return labinv.write(folder, inventory_text(with_agent3, servers, **kw), name)  # type: ignore[arg-type]

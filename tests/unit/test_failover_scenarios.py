@@ -22,7 +22,8 @@ def test_every_scenario_of_the_issue_once():
 def test_scenario_is_complete(sc):
     assert sc.restore is S.RESTORE[sc.fault]
     assert sc.kind in S.MAX_OUTAGE_S
-    assert sc.probe in (S.API, S.WRITES)
+    assert sc.probe in (S.API, S.API_AUTH, S.WRITES)
+    assert (sc.probe == S.API_AUTH) == (sc.name == "k3s-api-hung")  # /ping answers when hung
     assert (sc.fault in (S.Action.STOP_SERVICE, S.Action.FREEZE)) == bool(sc.service)
     assert sc.hold_s > 0 and sc.target.value in sc.disrupts
     assert (sc.tier is S.Tier.DB) == (sc.probe == S.WRITES)

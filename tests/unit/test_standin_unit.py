@@ -539,17 +539,23 @@ def test_keep_alive_survives_refused_bodies_and_bad_json(live_api):
     conn.close()
 
 
-def test_hang_fault_keeps_tls_but_answers_nothing(live_api):
+def test_hang_fault_keeps_tls_and_ping_but_the_api_answers_nothing(live_api):
+    """As k3s with a hung kube-apiserver: its own router still answers /ping and /cacerts."""
     from standin.client import ClientError
 
     url, tls, cluster, _ = live_api
     cluster.hung.set()
     try:
+        assert _get(url, "/ping", timeout=1.0) == (200, b"pong")
+        assert _get(url, "/cacerts", timeout=1.0)[0] == 200
+        for path in ("/readyz", "/version"):
+            with pytest.raises(ClientError, match="timed out"):
+                _get(url, path, tls, "client-check", timeout=1.0)
         with pytest.raises(ClientError, match="timed out"):
-            _get(url, "/ping", timeout=1.0)
+            _get(url, "/readyz", timeout=1.0)  # anonymous: hangs before any answer too
     finally:
         cluster.hung.clear()
-    assert _get(url, "/ping") == (200, b"pong")
+    assert _get(url, "/readyz", tls, "client-check") == (200, b"ok")
 
 
 def test_builtin_kubectl(live_api, capsys):

@@ -58,7 +58,9 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "balancers": {
         "api_backend": (str, "primary-backup", ("primary-backup", "roundrobin")),
-        "api_health_check": (str, "httpchk", ("httpchk", "ssl-hello-chk", "tcp-check")),
+        # readyz: HTTPS GET /readyz with a client certificate (fab balancers.api-check-cert)
+        "api_health_check": (str, "httpchk", ("httpchk", "readyz", "ssl-hello-chk",
+                                               "tcp-check")),
         "api_port": (int, 6443, _ANY),
         "db_port": (int, 3306, _ANY),
         "stats_port": (int, 9000, _ANY),

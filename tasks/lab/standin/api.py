@@ -7,7 +7,11 @@ Who may do what (as k3s with RBAC, reduced):
 - nodes (HTTP basic auth `node:<agent secret>` or `server:<server secret>`): register and
   heartbeat (/v1-k3s/standin/node) and the `kubernetes` endpoints (the servers' addresses).
 The TLS handshake runs in the connection's own thread; the hang fault blocks each request
-after the handshake, so TCP and TLS checks pass while nothing answers.
+after the handshake, except /ping and /cacerts: in k3s those are answered by k3s's own
+supervisor router in front of kube-apiserver (k3s-io/k3s pkg/server/handlers/router.go:
+`/cacerts` and `/ping` on the outer router, everything else falls through to the
+APIServer handler), so a hung kube-apiserver still answers them. TCP, TLS and /ping checks
+pass while the API (and /readyz) answers nothing.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from .kine import DatastoreError
 from .registry import PasswordRejected
 
 ANON, AUTH, NODE, ADMIN = 0, 1, 2, 3
+SUPERVISOR_PATHS = ("/ping", "/cacerts")  # k3s's own router, not kube-apiserver: never hung
 
 
 def status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -113,10 +118,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return ANON, ""
 
     def _dispatch(self, method: str) -> None:
-        self.server.cluster.wait_if_hung()
+        url = urlsplit(self.path)
+        if (url.path.rstrip("/") or "/") not in SUPERVISOR_PATHS:
+            self.server.cluster.wait_if_hung()
         n = int(self.headers.get("Content-Length") or 0)
         self.raw_body = self.rfile.read(n) if n > 0 else b""  # always: keep-alive stays in sync
-        url = urlsplit(self.path)
         route = self.server.route(method, url.path)
         if route is None:
             return self._json(404, status(404, "NotFound", "the server could not find the "
