@@ -16,26 +16,29 @@ TIMER = "k3sha-drill-undo"
 UNDO_NFT = f"nft delete table inet {TABLE} 2>/dev/null; true"
 
 
+def _table(chains: dict[str, tuple[str, str, list[str]]]) -> str:
+    """nftables script (re)creating the drill's table: chain name -> (hook, policy, rules),
+    one statement per line (nft refuses a rule and a closing brace on one line)."""
+    out = [f"table inet {TABLE} {{}}", f"delete table inet {TABLE}", f"table inet {TABLE} {{"]
+    for name, (hook, policy, rules) in chains.items():
+        out += [f"  chain {name} {{", f"    type filter hook {hook} priority -10; policy {policy};"]
+        out += [f"    {rule}" for rule in rules] + ["  }"]
+    return "\n".join(out + ["}", ""])
+
+
 def render_isolation(operator: str, ssh_port: int = 22) -> str:
     """nftables script: drop all but loopback and the operator's SSH (pure)."""
-    return "\n".join([
-        f"table inet {TABLE} {{}}", f"delete table inet {TABLE}",
-        f"table inet {TABLE} {{",
-        "  chain in { type filter hook input priority -10; policy drop;",
-        f"    iif lo accept; ip saddr {operator} tcp dport {ssh_port} accept }}",
-        "  chain out { type filter hook output priority -10; policy drop;",
-        f"    oif lo accept; ip daddr {operator} tcp sport {ssh_port} accept }}",
-        "}", ""])
+    return _table({
+        "in": ("input", "drop", ["iif lo accept",
+                                 f"ip saddr {operator} tcp dport {ssh_port} accept"]),
+        "out": ("output", "drop", ["oif lo accept",
+                                   f"ip daddr {operator} tcp sport {ssh_port} accept"])})
 
 
 def render_block_peer(peer: str) -> str:
     """nftables script: no traffic to or from `peer` (pure)."""
-    return "\n".join([
-        f"table inet {TABLE} {{}}", f"delete table inet {TABLE}",
-        f"table inet {TABLE} {{",
-        f"  chain in {{ type filter hook input priority -10; policy accept; ip saddr {peer} drop }}",
-        f"  chain out {{ type filter hook output priority -10; policy accept; ip daddr {peer} "
-        "drop }", "}", ""])
+    return _table({"in": ("input", "accept", [f"ip saddr {peer} drop"]),
+                   "out": ("output", "accept", [f"ip daddr {peer} drop"])})
 
 
 def arm(undo: str, seconds: int) -> str:
