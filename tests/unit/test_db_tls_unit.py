@@ -136,3 +136,20 @@ def test_haproxy_sends_the_client_address_with_proxy_protocol():
     assert all("send-proxy-v2 check-send-proxy" in s for s in mc), mc  # the check logs in
     off = db_servers(with_db("proxy_protocol = false"))
     assert not any("proxy" in s for s in off), off
+
+
+def test_standin_datastore_tls_is_kines():
+    """--datastore-cafile: verify the server's certificate under the endpoint's name;
+    a server offering no TLS is refused before the login (go-sql-driver's ErrNoTLS)."""
+    import pymysql
+    from pymysql.constants import CLIENT
+
+    from tasks.lab.standin import kine
+
+    assert kine.client_tls(None) is None and kine.client_tls({}) is None
+    assert kine.client_tls({"ca": "/ca"}) == {"check_hostname": True, "ca": "/ca"}
+    conn_cls = kine.tls_connection()
+    fake = conn_cls.__new__(conn_cls)
+    fake.ssl, fake.server_capabilities = True, CLIENT.PROTOCOL_41  # no CLIENT.SSL
+    with pytest.raises(pymysql.err.OperationalError, match="does not support TLS"):
+        fake._request_authentication()
