@@ -117,7 +117,7 @@ def _db_proxy(inv: Inventory) -> dict[str, Any]:
         role = (f"id {h.server_id}" if sticky else
                 "on-marked-up shutdown-backup-sessions" if i == 0 else "backup")
         servers.append({"name": h.name, "address": inv.fqdn(h.name), "port": d["port"],
-                        "options": f"check{port} {role}"})
+                        "options": f"check{port} {role}{_db_proxy_protocol(inv)}"})
     how = ("the writer held in a stick table shared by the db balancers, no failback"
            if sticky else "one writer at a time (primary + backup)")
     use = [f"use-server {h.name} if {{ sc0_get_gpt0 eq {h.server_id} }} "
@@ -127,6 +127,16 @@ def _db_proxy(inv: Inventory) -> dict[str, Any]:
             "default_server": f"inter {d['check_inter_ms']}ms fall {d['fall']} "
                               f"rise {d['rise']} on-marked-down shutdown-sessions",
             "comment": f"datastore: :{b['db_port']} to {how}, check {d['health_check']}"}
+
+
+def _db_proxy_protocol(inv: Inventory) -> str:
+    """[db] proxy_protocol (MariaDB): the client's address goes to the database in a PROXY
+    v2 header; the mysql-check login sends one too (the http check goes to the health
+    port, which takes none)."""
+    if not inv.db["proxy_protocol"]:
+        return ""
+    return " send-proxy-v2" + (" check-send-proxy" if inv.db["health_check"] == "mysql-check"
+                               else "")
 
 
 def db_peers(inv: Inventory, host: Host) -> dict[str, Any] | None:

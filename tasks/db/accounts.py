@@ -4,7 +4,7 @@ statements are kept out of the binlog."""
 from __future__ import annotations
 
 from .replication import unlogged
-from .session import Node
+from .session import Node, ssl_required
 from . import sql
 
 
@@ -21,11 +21,15 @@ def secure(n: Node) -> bool:
 
 
 def ensure_account(n: Node, user: str, hosts: list[str], stmts: list[str],
-                   password: str | None, database: str | None = None) -> bool:
-    """Exactly `hosts` for `user` (extra hosts dropped), created by `stmts`; this node only."""
-    have = {x["Host"] for x in n.q("SELECT Host FROM mysql.user WHERE User=%s", (user,))}
+                   password: str | None, database: str | None = None,
+                   tls: bool = False) -> bool:
+    """Exactly `hosts` for `user` (extra hosts dropped), created by `stmts`; this node only.
+    tls: the account must log in over TLS (REQUIRE SSL), else it may not."""
+    rows = n.q("SELECT Host, ssl_type FROM mysql.user WHERE User=%s", (user,))
+    have = {x["Host"] for x in rows}
     stale = sorted(have - set(hosts))
-    ok = not stale and have == set(hosts)
+    ok = not stale and have == set(hosts) and all(
+        ssl_required(x["ssl_type"]) == tls for x in rows)
     if ok and database is not None:
         ok = bool(n.q("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME=%s",
                       (database,)))
@@ -37,3 +41,4 @@ def ensure_account(n: Node, user: str, hosts: list[str], stmts: list[str],
         return False
     unlogged(n, [sql.drop_user(user, host) for host in stale] + stmts)
     return True
+

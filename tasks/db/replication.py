@@ -16,7 +16,8 @@ from ..core.errors import Refused, StepFailed
 from ..core.inventory import Host, Inventory
 from ..facts import mysql as facts
 from . import sql
-from .session import Node
+from .session import Node, ssl_required
+from .tls import REMOTE_CA
 
 
 class State(Enum):
@@ -26,6 +27,7 @@ class State(Enum):
     KICK = "kick"           # IO thread stuck connecting: reconnect it
     START = "start"         # configured and stopped: start it
     GTID = "gtid"           # healthy, by file/position: move it to GTID at the same point
+    TLS = "tls"             # working, TLS not as wanted: change it, threads stopped briefly
     REFUSE = "refuse"       # not ours to fix (foreign source, SQL error)
 
 
@@ -42,6 +44,7 @@ class Kind(Enum):
     KICK = "kick"
     START = "start"
     GTID = "gtid"
+    TLS = "tls"
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,13 @@ class Action:
 
 
 _KIND = {State.MISSING: Kind.CONFIGURE, State.REPAIR: Kind.REPAIR, State.KICK: Kind.KICK,
-         State.START: Kind.START, State.GTID: Kind.GTID}
+         State.START: Kind.START, State.GTID: Kind.GTID, State.TLS: Kind.TLS}
 
 
 def direction_state(rep: facts.ReplicaStatus, peer: Host, user: str,
-                    gtid: bool = False) -> Direction:
-    """The state of one replica -> source direction (pure)."""
+                    gtid: bool = False, tls: tuple[str, str] = ("", "")) -> Direction:
+    """The state of one replica -> source direction (pure). tls: (the replica's TLS as
+    session.replica_tls reads it, the wanted one: the CA path or "" for off)."""
     if not rep.configured:
         return Direction(State.MISSING)
     if rep.source_host != peer.address:
@@ -71,6 +75,8 @@ def direction_state(rep: facts.ReplicaStatus, peer: Host, user: str,
             "repair by hand, START REPLICA, then run db.replicate again"))
     if rep.source_user != user or rep.last_io_errno in (1045, 1044):
         return Direction(State.REPAIR)
+    if tls[0] != tls[1] and not (gtid and not rep.using_gtid):  # a GTID move sets TLS too
+        return Direction(State.TLS)
     if rep.last_io_errno or rep.io_running == "Connecting":
         return Direction(State.KICK)
     if gtid and not rep.using_gtid:
@@ -80,7 +86,7 @@ def direction_state(rep: facts.ReplicaStatus, peer: Host, user: str,
     return Direction(State.OK)
 
 
-def plan(a: Node, b: Node, user: str, gtid: bool = False) -> list[Action]:
+def plan(a: Node, b: Node, user: str, gtid: bool = False, tls_ca: str = "") -> list[Action]:
     """Actions to reach healthy master-master from both nodes' facts; raises Refused."""
     assert a.facts is not None and b.facts is not None
     if (a.facts.replica.configured and b.facts.replica.configured and a.d.mariadb
@@ -93,7 +99,8 @@ def plan(a: Node, b: Node, user: str, gtid: bool = False) -> list[Action]:
     states: dict[str, State] = {}
     for x, y in ((a, b), (b, a)):
         assert x.facts is not None
-        st = direction_state(x.facts.replica, y.host, user, gtid)
+        st = direction_state(x.facts.replica, y.host, user, gtid,
+                             (x.facts.source_tls, tls_ca))
         if st.state is State.REFUSE:
             raise Refused(f"{x.name}: {st.why}")
         states[x.name] = st.state
@@ -130,7 +137,7 @@ def relogin(actions: list[Action], replica: Node, source: Node) -> list[Action]:
     if not mine:
         return actions + [Action(Kind.REPAIR, replica, source)]
     return [replace(x, kind=Kind.REPAIR) if x.replica is replica
-            and x.kind in (Kind.KICK, Kind.START) else x for x in actions]
+            and x.kind in (Kind.KICK, Kind.START, Kind.TLS) else x for x in actions]
 
 
 # ------------------------------------------------------------------ execution
@@ -151,21 +158,29 @@ def execute(r: Steps, actions: list[Action], inv: Inventory, user: str, password
                                                                               x.source))
     for x in actions:
         if x.kind is not Kind.SEED:
-            r.step(x.replica.host, _label(x),
+            r.step(x.replica.host, _label(x, inv),
                    lambda x=x: _apply(x, inv, user, password, coords) or True)
 
 
-def _label(x: Action) -> str:
+def tls_ca(inv: Inventory) -> str:
+    """The CA path replicas verify their source with ("" when [db] tls is off)."""
+    return REMOTE_CA if inv.db["tls"] else ""
+
+
+def _label(x: Action, inv: Inventory) -> str:
     step = f"replica of {x.source.name}"
     return {Kind.CONFIGURE: step, Kind.REPAIR: step + " (credentials)",
             Kind.KICK: step + " (reconnect)", Kind.START: step + " (start)",
-            Kind.GTID: step + " (to GTID, same position)"}[x.kind]
+            Kind.GTID: step + " (to GTID, same position)",
+            Kind.TLS: step + (" (to TLS, same position)" if tls_ca(inv) else
+                              " (TLS off, same position)")}[x.kind]
 
 
 def _apply(x: Action, inv: Inventory, user: str, password: str,
            coords: dict[str, tuple[str, int]]) -> None:
     """The SQL of one action, sent to its replica."""
     n, d = x.replica, x.replica.d
+    ca = tls_ca(inv) or None  # with [db] tls off, only a TLS action turns TLS off
     if x.kind is Kind.CONFIGURE:
         fpos = coords.get(n.name) or facts.binlog_position(x.source)
         if fpos is None:
@@ -175,15 +190,18 @@ def _apply(x: Action, inv: Inventory, user: str, password: str,
         n.write(sql.change_source(d, own_domain=n.host.server_id or 0,
                                   host=x.source.host.address, port=inv.db["port"],
                                   user=user, password=password, log_file=fpos[0],
-                                  log_pos=fpos[1], gtid=inv.db["gtid"]))
+                                  log_pos=fpos[1], gtid=inv.db["gtid"], tls_ca=ca))
     elif x.kind is Kind.GTID:
         n.write(sql.stop_replica(d))
         rep = facts.replica_status(n)  # what the SQL thread applied: the exact point
         _gtid_slave_pos(n, x.source, (rep.relay_source_log_file, rep.exec_pos))
-        n.write(sql.change_source(d, gtid=True, own_domain=n.host.server_id or 0))
+        n.write(sql.change_source(d, gtid=True, own_domain=n.host.server_id or 0, tls_ca=ca))
     elif x.kind is Kind.REPAIR:
         n.write(sql.stop_replica(d))
-        n.write(sql.change_source(d, user=user, password=password))
+        n.write(sql.change_source(d, user=user, password=password, tls_ca=ca))
+    elif x.kind is Kind.TLS:  # no host/port given: the applied position (and GTID) stay
+        n.write(sql.stop_replica(d))
+        n.write(sql.change_source(d, tls_ca=tls_ca(inv)))
     elif x.kind is Kind.KICK:
         n.write(sql.stop_replica(d, "IO_THREAD"))
     n.write(sql.start_replica(d))
@@ -199,8 +217,9 @@ def _gtid_slave_pos(n: Node, source: Node, fpos: tuple[str, int]) -> None:
     n.write(sql.set_global("gtid_slave_pos", str(pos)))
 
 
-def ensure_repl_user(n: Node, peer: Host, user: str, pw: str) -> bool:
-    """The replication user on `n`, for its peer's address only; True if (re)created."""
+def ensure_repl_user(n: Node, peer: Host, user: str, pw: str, tls: bool = False) -> bool:
+    """The replication user on `n`, for its peer's address only; True if (re)created or
+    its password changed (the peer's replica must then log in anew)."""
     rows = n.q("SELECT COUNT(*) c FROM mysql.user WHERE User=%s AND Host=%s",
                (user, peer.address))
     if rows[0]["c"]:
@@ -209,7 +228,18 @@ def ensure_repl_user(n: Node, peer: Host, user: str, pw: str) -> bool:
         if n.q("SELECT authentication_string = PASSWORD(%s) AS same FROM mysql.user "
                "WHERE User=%s AND Host=%s", (pw, user, peer.address))[0]["same"]:
             return False
-    unlogged(n, sql.replication_user_sql(n.d, user, peer.address, pw))
+    unlogged(n, sql.replication_user_sql(n.d, user, peer.address, pw, tls))
+    return True
+
+
+def ensure_repl_tls(n: Node, peer: Host, user: str, tls: bool) -> bool:
+    """The replication user logs in over TLS only (REQUIRE SSL) when tls is on. The
+    replica's open session is not cut: it moves to TLS with its CHANGE (Kind.TLS)."""
+    rows = n.q("SELECT ssl_type FROM mysql.user WHERE User=%s AND Host=%s",
+               (user, peer.address))
+    if not rows or all(ssl_required(x["ssl_type"]) == tls for x in rows):
+        return False
+    unlogged(n, [sql.require_ssl(user, peer.address, tls)])
     return True
 
 

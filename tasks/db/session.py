@@ -63,14 +63,16 @@ def channel_socket(conn: Connection, host: str, port: int) -> socket.socket:
 
 
 def mysql_connect(conn: Connection, *, user: str, password: str, host: str = "127.0.0.1",
-                  port: int = 3306, tls: bool = False, database: str | None = None
-                  ) -> pymysql.connections.Connection:
-    """pymysql session through `conn`; raises pymysql errors as they come."""
+                  port: int = 3306, tls: bool = False, database: str | None = None,
+                  ssl: dict[str, str] | None = None) -> pymysql.connections.Connection:
+    """pymysql session through `conn`; raises pymysql errors as they come. tls: encrypted,
+    unverified (MySQL's admin login over loopback); ssl: pymysql's ssl= as given (a
+    {"ca": path} verifies the server's certificate under `host`)."""
     db = pymysql.connect(host=host, port=port, user=user, password=password, database=database,
                          autocommit=True, defer_connect=True, connect_timeout=10,
                          read_timeout=60, write_timeout=60,
                          cursorclass=pymysql.cursors.DictCursor,
-                         ssl={"check_hostname": False} if tls else None)
+                         ssl=ssl or ({"check_hostname": False} if tls else None))
     db.connect(sock=channel_socket(conn, host, port))
     return db
 
@@ -89,6 +91,7 @@ class Facts:
     data: dict[str, int]        # table -> checksum
     has_data: bool              # any table holds a row
     gtid: str = ""              # executed GTIDs (MariaDB gtid_binlog_pos / MySQL gtid_executed)
+    source_tls: str = ""        # the replica's TLS to its source (see replica_tls)
 
 
 @dataclass
@@ -122,8 +125,27 @@ class Node:
         self.facts = Facts(replica=facts.replica_status(self),
                            binlog=facts.binlog_position(self), data=data,
                            has_data=facts.has_rows(self, list(data)),
-                           gtid=facts.executed_gtids(self))
+                           gtid=facts.executed_gtids(self),
+                           source_tls=replica_tls(self.q(sql.show_replica_status(self.d))))
         return self.facts
+
+
+def replica_tls(rows: list[dict[str, Any]]) -> str:
+    """The replica's TLS to its source (pure): the CA file when on and verifying the
+    source's certificate, "unverified" when on without, "" when off or no replica."""
+    row = rows[0] if rows else {}
+
+    def get(k: str) -> str:
+        return str(row.get(f"Master_{k}", row.get(f"Source_{k}", "")) or "")
+    if get("SSL_Allowed") != "Yes":
+        return ""
+    return get("SSL_CA_File") if get("SSL_Verify_Server_Cert") == "Yes" else "unverified"
+
+
+def ssl_required(ssl_type: str | bytes | None) -> bool:
+    """mysql.user.ssl_type: '' none, ANY (REQUIRE SSL), X509, SPECIFIED."""
+    v = ssl_type.decode() if isinstance(ssl_type, bytes) else (ssl_type or "")
+    return v.upper() not in ("", "NONE")
 
 
 def shown(stmt: str) -> str:

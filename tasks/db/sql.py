@@ -86,11 +86,12 @@ def change_source(d: Dialect, *, own_domain: int = 0, host: str | None = None,
                   port: int | None = None,
                   user: str | None = None, password: str | None = None,
                   log_file: str | None = None, log_pos: int | None = None,
-                  gtid: bool = False) -> str:
+                  gtid: bool = False, tls_ca: str | None = None) -> str:
     """CHANGE MASTER TO / CHANGE REPLICATION SOURCE TO with only the options given.
 
     Giving host or port makes the server forget its old coordinates, so a re-run that
-    only repairs credentials passes user/password alone.
+    only repairs credentials passes user/password alone. tls_ca: None leaves TLS as it
+    is, "" turns it off, a path turns it on verifying the source's certificate.
     """
     src = d.source_syntax
     p = "SOURCE_" if src else "MASTER_"
@@ -115,11 +116,21 @@ def change_source(d: Dialect, *, own_domain: int = 0, host: str | None = None,
     if host is not None or gtid:
         # notice a dead or returning source in seconds, not the 60 s defaults
         opts += [f"{p}CONNECT_RETRY=1", f"{p}HEARTBEAT_PERIOD=1"]
+    if tls_ca is not None:
+        opts += source_tls_options(d, tls_ca)
     if host is not None and not d.mariadb:
         # caching_sha2_password without TLS needs the source's RSA key (MySQL only)
         opts.append("GET_SOURCE_PUBLIC_KEY=1" if src else "GET_MASTER_PUBLIC_KEY=1")
     verb = "CHANGE REPLICATION SOURCE TO" if src else "CHANGE MASTER TO"
     return f"{verb} " + ", ".join(opts)
+
+
+def source_tls_options(d: Dialect, ca: str) -> list[str]:
+    """The replica's TLS options: on with the CA and a verified source certificate, or off."""
+    p = "SOURCE_" if d.source_syntax else "MASTER_"
+    if not ca:
+        return [f"{p}SSL=0"]
+    return [f"{p}SSL=1", f"{p}SSL_CA={lit(ca)}", f"{p}SSL_VERIFY_SERVER_CERT=1"]
 
 
 def gtid_executed_var(d: Dialect) -> str:
@@ -240,7 +251,8 @@ def semi_sync_config_lines(d: Dialect, timeout_ms: int) -> list[str]:
 def server_config(d: Dialect, *, server_id: int, bind_address: str, port: int,
                   semi_sync: bool, timeout_ms: int, gtid: bool,
                   health_check: str = "mysql-check", auto_increment_increment: int = 1,
-                  auto_increment_offset: int = 1) -> dict[str, Any]:
+                  auto_increment_offset: int = 1, tls_files: tuple[str, str, str] | None = None,
+                  proxy_networks: tuple[str, ...] = ()) -> dict[str, Any]:
     """Values for files/db-k3s-ha.cnf.j2 (option names per dialect)."""
     if auto_increment_increment != 1 or auto_increment_offset != 1:
         raise InputError("auto_increment_increment and _offset must be 1: kine needs ids "
@@ -252,6 +264,7 @@ def server_config(d: Dialect, *, server_id: int, bind_address: str, port: int,
     if gtid:
         extra += ([f"gtid_domain_id = {server_id}", "gtid_strict_mode = ON"] if d.mariadb
                   else ["gtid_mode = ON", "enforce_gtid_consistency = ON"])
+    extra += tls_config_lines(tls_files) + proxy_config_lines(d, proxy_networks)
     net = "replica_net_timeout" if d.mysql_at_least(8, 0, 26) else "slave_net_timeout"
     extra += ["# a replica notices a silent source in seconds (heartbeat 1 s)", f"{net} = 4"]
     return {
@@ -261,6 +274,28 @@ def server_config(d: Dialect, *, server_id: int, bind_address: str, port: int,
         "semi_sync": semi_sync_config_lines(d, timeout_ms) if semi_sync else [],
         "extra": extra, "flavor": str(d),
     }
+
+
+def tls_config_lines(files: tuple[str, str, str] | None) -> list[str]:
+    """(ca, cert, key) paths -> my.cnf lines; clients may use TLS, accounts decide."""
+    if files is None:
+        return []
+    ca, cert, key = files
+    return ["# TLS with the k3s-ha CA (fab db.configure issues the certificate)",
+            f"ssl_ca                   = {ca}", f"ssl_cert                 = {cert}",
+            f"ssl_key                  = {key}"]
+
+
+def proxy_config_lines(d: Dialect, networks: tuple[str, ...]) -> list[str]:
+    """MariaDB: accept a PROXY protocol header (the client's real address) from these."""
+    if not networks:
+        return []
+    if not d.mariadb:
+        raise InputError(f"db.proxy_protocol: {d} has no PROXY protocol support. Fix: set "
+                         "[db] proxy_protocol = false (the k3s user is then granted to the "
+                         "datastore balancers' addresses)")
+    return ["# the datastore balancers send the client's address (HAProxy send-proxy-v2)",
+            f"proxy_protocol_networks  = {','.join(networks)}"]
 
 
 # ------------------------------------------------------------------ users
@@ -279,6 +314,10 @@ def create_user(d: Dialect, user: str, host: str, password: str | None = None,
 
 def alter_password(d: Dialect, user: str, host: str, password: str) -> str:
     return f"ALTER USER {account(user, host)} IDENTIFIED BY {lit(password)}"
+
+
+def require_ssl(user: str, host: str, on: bool) -> str:
+    return f"ALTER USER {account(user, host)} REQUIRE {'SSL' if on else 'NONE'}"
 
 
 def drop_user(user: str, host: str) -> str:
@@ -315,17 +354,19 @@ def check_user_sql(d: Dialect, user: str, hosts: list[str]) -> list[str]:
     return [create_user(d, user, h, plugin=plugin) for h in hosts]
 
 
-def replication_user_sql(d: Dialect, user: str, peer: str, password: str) -> list[str]:
+def replication_user_sql(d: Dialect, user: str, peer: str, password: str,
+                         tls: bool = False) -> list[str]:
     return [create_user(d, user, peer, password), alter_password(d, user, peer, password),
-            grant("REPLICATION SLAVE", "*.*", user, peer)]
+            require_ssl(user, peer, tls), grant("REPLICATION SLAVE", "*.*", user, peer)]
 
 
-def app_user_sql(d: Dialect, database: str, user: str, hosts: list[str], password: str
-                 ) -> list[str]:
+def app_user_sql(d: Dialect, database: str, user: str, hosts: list[str], password: str,
+                 tls: bool = False) -> list[str]:
     out = [f"CREATE DATABASE IF NOT EXISTS {ident(database)}"]
     for h in hosts:
         out += [create_user(d, user, h, password), alter_password(d, user, h, password),
-                grant("ALL PRIVILEGES", f"{ident(database)}.*", user, h)]
+                require_ssl(user, h, tls), grant("ALL PRIVILEGES", f"{ident(database)}.*",
+                                                 user, h)]
     return out
 
 

@@ -21,7 +21,7 @@ from ..core.run import CHANGED, FAILED, OK, Run, run_session
 from ..core.ssh import os_family, os_release
 from ..facts import datastore
 from ..facts import mysql as facts
-from . import accounts, replication, sql
+from . import accounts, replication, sql, tls
 from .health import ensure_health
 from .seed import seed
 from .session import Node, admin_password, open_node, require_session, reset_admin
@@ -93,28 +93,51 @@ def _reset_admin(conn: Connection, h: Host, pw: str) -> None:
 
 @k3s_task(help={"dry": H_DRY, "yes": H_YES})
 def configure(c: Context, dry: bool = False, yes: bool = False) -> None:
-    """my.cnf drop-in (server_id, binlog, relay log, ROW, semi-sync ...); restart only if changed."""
+    """my.cnf drop-in (server_id, binlog, ROW, semi-sync, TLS, PROXY protocol ...) and the
+    TLS certificates; restart only if the drop-in changed, reload TLS if only they did."""
     with run_session(c, "db.configure", dry=dry, yes=yes) as r:
         inv = r.inv
+        ca = None
+        if inv.db["tls"]:
+            ca, made = tls.ensure_ca(inv, r.dry)
+            if made:
+                say(f"  datastore CA {'would be ' if r.dry else ''}made in {tls.ca_dir(inv)}")
 
         def one(conn: Connection, h: Host) -> None:
             d = facts.server_version(conn, h.name)
             _, _, svc = package_and_service(inv, conn)
-            vals = sql.server_config(
-                d, server_id=h.server_id, bind_address="0.0.0.0", port=inv.db["port"],
-                semi_sync=inv.db["semi_sync"], timeout_ms=inv.db["semi_sync_timeout_ms"],
-                gtid=inv.db["gtid"], health_check=inv.db["health_check"],
-                auto_increment_increment=inv.db["auto_increment_increment"],
-                auto_increment_offset=inv.db["auto_increment_offset"])
-            text = render.render("db-k3s-ha.cnf.j2", **vals)
+            text = render.render("db-k3s-ha.cnf.j2", **cnf_values(inv, h, d))
             r.step(h, "log dir /var/log/mysql", lambda: ensure_dir(
                 conn, "/var/log/mysql", mode="2750", owner="mysql", group="adm"))
+            certs = ca is not None and r.step(h, "TLS certificate", lambda: tls.ensure_server_tls(
+                conn, inv, h, ca))
             changed = r.step(h, "my.cnf drop-in", lambda: ensure_file(
                 conn, config_path(d, os_family(conn)), text, mode="0644"))
             r.step(h, f"service {svc}", lambda: ensure_service(
                 conn, svc, changed_inputs=changed))
+            if certs and not changed and not r.dry:
+                r.step(h, "TLS reloaded", lambda: tls.reload_tls(conn, d.mariadb) or True)
 
         r.each(db_hosts(inv), one)
+
+
+def proxy_protocol(inv: Inventory) -> bool:
+    """PROXY protocol between the db balancers and the databases (MariaDB only)."""
+    return bool(inv.db["proxy_protocol"]) and inv.db["flavor"] != "mysql"
+
+
+def cnf_values(inv: Inventory, h: Host, d: sql.Dialect) -> dict[str, Any]:
+    """The drop-in's values for host `h` running `d` (pure)."""
+    nets = tuple(x.address for x in inv.with_role("db-balancer")) \
+        if proxy_protocol(inv) else ()
+    return sql.server_config(
+        d, server_id=h.server_id, bind_address="0.0.0.0", port=inv.db["port"],
+        semi_sync=inv.db["semi_sync"], timeout_ms=inv.db["semi_sync_timeout_ms"],
+        gtid=inv.db["gtid"], health_check=inv.db["health_check"],
+        auto_increment_increment=inv.db["auto_increment_increment"],
+        auto_increment_offset=inv.db["auto_increment_offset"],
+        tls_files=(tls.REMOTE_CA, tls.REMOTE_CERT, tls.REMOTE_KEY) if inv.db["tls"] else None,
+        proxy_networks=nets)
 
 
 # ------------------------------------------------------------------ replication
@@ -126,31 +149,46 @@ def replicate(c: Context, dry: bool = False, yes: bool = False) -> None:
         user = inv.db["replication_user"]
         pw = admin_password(r, db_hosts(inv))
         rpw = secrets.get_secret("replication_password", inv, yes=r.yes, new=True)
+        want_tls = bool(inv.db["tls"])
 
         def read(conn: Connection, h: Host) -> Node:
             n = require_session(open_node(r, conn, h, pw))
             if n.read_facts().binlog is None:
                 raise StepFailed(f"{h.name}: binary log is off. Fix: fab db.configure")
+            if want_tls and not r.dry and not tls_serving(n):
+                raise StepFailed(f"{h.name}: the server does not offer TLS ([db] tls is on). "
+                                 "Fix: fab db.configure")
             r.record(h, "read state", OK, n.facts.replica.describe() if n.facts else "")
             return n
 
         nodes = r.each(db_hosts(inv), read)  # both reachable and readable, or nothing changes
         a, b = (nodes[h.name] for h in db_hosts(inv))
         try:
-            actions = replication.plan(a, b, user, inv.db["gtid"])
+            actions = replication.plan(a, b, user, inv.db["gtid"], replication.tls_ca(inv))
         except Refused:
             for n in (a, b):
                 r.record(n.host, "plan", FAILED)
             raise
         for n, peer in ((a, b), (b, a)):
             if r.step(n.host, "replication user",
-                      lambda: replication.ensure_repl_user(n, peer.host, user, rpw)):
+                      lambda: replication.ensure_repl_user(n, peer.host, user, rpw, want_tls)):
                 actions = replication.relogin(actions, peer, n)  # peer logs in anew
+            r.step(n.host, f"replication user {'requires' if want_tls else 'without'} TLS",
+                   lambda: replication.ensure_repl_tls(n, peer.host, user, want_tls))
             r.step(n.host, "semi-sync", lambda: replication.ensure_semi_sync(n, inv))
         replication.execute(r, actions, inv, user, rpw, seed)
         if not r.dry:
             _verify(r, a, b, 30 if actions else 0)
             secrets.accepted("replication_password", inv)
+
+
+def tls_serving(n: Node) -> bool:
+    """The server offers TLS to its clients (have_ssl, or a certificate where it is gone)."""
+    rows = {x["Variable_name"]: str(x["Value"]) for x in n.q(
+        "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('have_ssl', 'ssl_cert')")}
+    if "have_ssl" in rows:
+        return rows["have_ssl"] == "YES"
+    return bool(rows.get("ssl_cert"))
 
 
 def _verify(r: Run, a: Node, b: Node, timeout: float) -> None:
@@ -164,16 +202,32 @@ def _verify(r: Run, a: Node, b: Node, timeout: float) -> None:
 
 
 # ------------------------------------------------------------------ users
+def k3s_user_hosts(inv: Inventory) -> list[str]:
+    """Where the k3s user may log in from: the k3s servers' addresses when the balancers
+    pass the client's address on (PROXY protocol), else the db balancers' (HAProxy makes
+    every client look like the balancer)."""
+    if proxy_protocol(inv):
+        servers = [h.address for h in inv.with_role("k3s-server")]
+        if not servers:
+            raise InputError("no host has role k3s-server: with [db] proxy_protocol on, the "
+                             "k3s user is granted to the k3s servers' addresses. Fix: add "
+                             "them, or set [db] proxy_protocol = false")
+        return servers
+    return [h.address for h in inv.with_role("db-balancer")]
+
+
 @k3s_task(help={"dry": H_DRY, "yes": H_YES})
 def users(c: Context, dry: bool = False, yes: bool = False) -> None:
-    """The k3s database/user (and with mysql-check the HAProxy check user), limited to the
-    db-balancers' addresses; with the http check the password-less check user is dropped."""
+    """The k3s database/user (TLS only with [db] tls; from the k3s servers with PROXY
+    protocol, else the db balancers), the HAProxy check user with mysql-check (the
+    balancers' addresses), else none: the password-less check user is dropped."""
     with run_session(c, "db.users", dry=dry, yes=yes) as r:
         inv = r.inv
         allowed = [h.address for h in inv.with_role("db-balancer")]
         if not allowed:
             raise InputError("no host has role db-balancer: the k3s and check users are "
                              "limited to the datastore balancers' addresses. Fix: add them")
+        k3s_from = k3s_user_hosts(inv)
         pw = admin_password(r, db_hosts(inv))
         kpw = secrets.get_secret("k3s_db_password", inv, yes=r.yes, new=True)
 
@@ -189,10 +243,11 @@ def users(c: Context, dry: bool = False, yes: bool = False) -> None:
             else:  # the http check needs no login: nobody may log in without a password
                 r.step(h, f"no password-less user {check}", lambda: accounts.ensure_account(
                     n, check, [], [], None))
+            t = bool(inv.db["tls"])
             r.step(h, f"database + user {inv.db['user']}", lambda: accounts.ensure_account(
-                n, inv.db["user"], allowed, sql.app_user_sql(
-                    n.d, inv.db["database"], inv.db["user"], allowed, kpw), kpw,
-                database=inv.db["database"]))
+                n, inv.db["user"], k3s_from, sql.app_user_sql(
+                    n.d, inv.db["database"], inv.db["user"], k3s_from, kpw, t), kpw,
+                database=inv.db["database"], tls=t))
             replication.unlogged(n, [sql.flush_hosts(n.d)])  # this node's cache only
             r.record(h, "flush host cache", OK)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from ..core.cli import say
 from ..core.errors import InputError, Refused, StepFailed
 from ..core.run import Run
-from . import health, kubecreds, report
+from ..core.ssh import sh
+from . import health, hostfault, kubecreds, report
 from . import writer as w
 from .actions import describe, fresh, resolve, tools_missing, tools_needed
 from .drill import NEEDS, Env, run_scenario
@@ -37,6 +38,9 @@ def prepare(env: Env, yes: bool) -> None:
     r = env.r
     env.password = w.drill_password(r.inv, yes)
     allowed = [h.address for h in r.inv.with_role("db-balancer")]
+    if r.inv.db["proxy_protocol"]:  # MariaDB sees the writer's own address through the VIP
+        allowed += [sh(r.conn(b), hostfault.operator_address_cmd(), write=False).stdout.strip()
+                    for b in r.inv.with_role("db-balancer")[:1]]
     for h in r.inv.with_role("db"):
         a = w.admin(r.inv, fresh(r, h), h, yes=yes)
         try:

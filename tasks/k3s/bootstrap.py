@@ -17,6 +17,7 @@ from ..core.errors import Refused, StepFailed
 from ..core.inventory import Inventory
 from ..core.ssh import host_name
 from ..db.session import mysql_connect, q
+from ..db.tls import client_ssl
 from .token import Token, accepted_keys
 
 # the latest row of every /bootstrap/ key (kine: highest id per name; deleted=1 is a tombstone)
@@ -61,7 +62,8 @@ def read_keys(conn: Connection, inv: Inventory, db_password: str) -> list[str]:
     try:
         db = mysql_connect(conn, user=inv.db["user"], password=db_password,
                            host=inv.vips["db"].address, port=inv.balancers["db_port"],
-                           database=inv.db["database"], tls=inv.db.get("flavor") == "mysql")
+                           database=inv.db["database"], tls=inv.db.get("flavor") == "mysql",
+                           ssl=client_ssl(inv))
     except pymysql.MySQLError as e:
         raise StepFailed(f"{host_name(conn)}: cannot read the datastore through the VIP "
                          f"{inv.vips['db'].address} as {inv.db['user']}: {e.args[-1]}. "

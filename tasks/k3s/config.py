@@ -22,6 +22,7 @@ STATE_DIR = "/var/lib/k3s-ha"
 INSTALLER_PATH = f"{STATE_DIR}/k3s-install.sh"
 BIN_PATH = "/usr/local/bin/k3s"
 IMAGES_DIR = "/var/lib/rancher/k3s/agent/images"
+DATASTORE_CA_PATH = "/etc/rancher/k3s/datastore-ca.crt"  # [db] tls: the tool's CA
 HEADER = "# Written by k3s-ha (fab k3s.*): change the inventory, not this file.\n"
 _DSN_BAD = re.compile(r"[/@()'\"\\\s]")
 TOKEN_VARS = ("K3S_TOKEN", "K3S_AGENT_TOKEN")
@@ -61,6 +62,7 @@ class NodeSpec:
     role: Role
     config_yaml: str
     env: dict[str, str]
+    datastore_ca: str = ""  # the CA certificate the datastore's is verified with (servers)
 
 
 # ------------------------------------------------------------------ addresses
@@ -104,6 +106,8 @@ def node_config(inv: Inventory, host: Host, role: Role) -> dict[str, str | list[
         if taint:
             cfg["node-taint"] = [taint]
         cfg["write-kubeconfig-mode"] = "0600"
+        if inv.db["tls"]:  # TLS to the datastore, its certificate checked against our CA
+            cfg["datastore-cafile"] = DATASTORE_CA_PATH
     return cfg
 
 
@@ -196,6 +200,12 @@ def installer_command(role: Role) -> str:
     return f"sh -c {shlex.quote(inner)}"
 
 
-def node_spec(inv: Inventory, host: Host, role: Role, env: dict[str, str]) -> NodeSpec:
+def node_spec(inv: Inventory, host: Host, role: Role, env: dict[str, str],
+              datastore_ca: str = "") -> NodeSpec:
+    """datastore_ca: the CA certificate (PEM) a server pushes for datastore-cafile."""
     cfg = node_config(inv, host, role)
-    return NodeSpec(host=host, role=role, config_yaml=render_yaml(cfg), env=env)
+    if "datastore-cafile" in cfg and not datastore_ca:
+        raise InputError("[db] tls is on but the datastore CA is missing. Fix: fab "
+                         "db.configure (it makes the CA and the databases' certificates)")
+    return NodeSpec(host=host, role=role, config_yaml=render_yaml(cfg), env=env,
+                    datastore_ca=datastore_ca if role is Role.SERVER else "")

@@ -22,7 +22,7 @@ from ..core.run import CHANGED, OK, Run, poll
 from ..core.secrets import confirm
 from ..core.ssh import host_name, read_file, sh
 from ..facts import k3s as facts
-from .config import CONFIG_PATH, NodeSpec, Role, parse_env, reconcile_env, render_env
+from .config import CONFIG_PATH, DATASTORE_CA_PATH, NodeSpec, Role, parse_env, reconcile_env, render_env
 from .install import binary_outdated, run_installer, uninstall
 
 READY_TIMEOUT = 300
@@ -102,8 +102,10 @@ def ensure_node(r: Run, conn: Connection, spec: NodeSpec, api: Connection, *,
     obs = observe(conn, role)
     bin_changed = r.step(host, "k3s binary", lambda: binary_outdated(conn, r.inv))
     ensure_dir(conn, "/etc/rancher/k3s")
+    ca_changed = bool(spec.datastore_ca) and r.step(host, "datastore CA", lambda: ensure_file(
+        conn, DATASTORE_CA_PATH, spec.datastore_ca, mode="0644"))
     cfg_changed = r.step(host, "config.yaml", lambda: ensure_file(
-        conn, CONFIG_PATH, spec.config_yaml, mode="0600"))
+        conn, CONFIG_PATH, spec.config_yaml, mode="0600")) or ca_changed
     env = reconcile_env(obs.env, spec.env)
     env_changed = obs.env != env
     changed = bin_changed or cfg_changed or env_changed or not obs.unit

@@ -12,6 +12,7 @@ from ..core.inventory import Host, Inventory
 from ..core.run import CHANGED, Run
 from ..core.secrets import get_secret
 from ..core.ssh import connect, open_checked
+from ..db.tls import ca_pem_text
 from ..facts import k3s as facts
 from . import bootstrap
 from .config import Role, agent_env, node_spec, server_env
@@ -75,7 +76,8 @@ def servers_stage(r: Run, names: list[str] | None = None,
 
     def one(conn: Connection, h: Host) -> None:  # readiness as the first server's API sees it
         with api_session(r, first) as api:
-            ensure_node(r, conn, node_spec(inv, h, Role.SERVER, env), api, timeout=timeout)
+            ensure_node(r, conn, node_spec(inv, h, Role.SERVER, env, ca_pem_text(inv)), api,
+                        timeout=timeout)
 
     if first in targets:
         r.each([first], one)

@@ -10,11 +10,13 @@ def write_inventory(folder: Path, extra_db: str = "", name: str = "hosts.toml",
                     secrets_file: str = "secrets.toml", save_prompted: bool = False,
                     health_check: str = "mysql-check", gtid: bool = False,
                     lab: tuple[str, str, int] = ("khd", SUBNET, 44),
-                    db_section: str | None = None) -> Path:
+                    db_section: str | None = None, tls: bool | None = None,
+                    proxy_protocol: bool | None = None) -> Path:
     """hosts.toml (or `name`) for lab khd in `folder` (ssh key, known_hosts, secrets
     beside it). The guide's check and file/position replication unless told otherwise
     (the defaults, http and GTID, are what test_dbfailover_lab.py runs). `lab`: (name,
-    subnet's first three numbers, the VIP's router id); `db_section`: the whole [db] body."""
+    subnet's first three numbers, the VIP's router id); `db_section`: the whole [db] body;
+    tls / proxy_protocol: None leaves the defaults (on)."""
     lab_name, net, vrid = lab
     db = db_section if db_section is not None else f"""semi_sync = true
 semi_sync_timeout_ms = 3000
@@ -22,6 +24,8 @@ rise = 3
 health_check = "{health_check}"
 gtid = {str(gtid).lower()}
 {extra_db}"""
+    db += "".join(f"\n{k} = {str(v).lower()}" for k, v in
+                  (("tls", tls), ("proxy_protocol", proxy_protocol)) if v is not None)
     text = f"""
 [lab]
 enabled = true

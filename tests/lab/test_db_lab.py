@@ -21,13 +21,15 @@ from tests.lab.khd_inventory import DB1, DB2, write_inventory
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 TIMINGS: dict[str, float] = {}
+PLAIN = {"tls": False, "proxy_protocol": False}  # today's behaviour, until the TLS section
+SECURE = {"tls": True, "proxy_protocol": True}
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
-    path = write_inventory(tmp_path_factory.mktemp("khd"))
+    path = write_inventory(tmp_path_factory.mktemp("khd"), **PLAIN)
     inv = inventory.load(path)
     try:
         t0 = time.monotonic()
@@ -197,7 +199,7 @@ def test_prompted_admin_password_is_saved_only_after_a_login_with_it(lab, monkey
         monkeypatch.delenv(k)
     inv = inventory.load(write_inventory(lab.path.parent, name="prompted.toml",
                                          secrets_file="prompted-secrets.toml",
-                                         save_prompted=True))
+                                         save_prompted=True, **PLAIN))
     store = inv.resolve_path(inv.secrets["file"])
     answers, asked = ["wrong-Pw-1", secret(lab, "db_admin_password")], []
     monkeypatch.setattr(secrets, "interactive", lambda yes=False: not yes)
@@ -418,7 +420,7 @@ def test_haproxy_http_check_keeps_writes_off_a_lagging_node(lab):
     """With [db] health_check = "http", HAProxy sends writes to db-02 while db-01 is not
     caught up (its SQL thread stopped), and back to db-01 once it is."""
     folder = lab.path.parent
-    write_inventory(folder, health_check="http")
+    write_inventory(folder, health_check="http", **PLAIN)
     pw = secret(lab, "k3s_db_password")
     a = admin(lab, DB1)
     try:
@@ -449,7 +451,7 @@ def test_haproxy_http_check_keeps_writes_off_a_lagging_node(lab):
     finally:
         a("START SLAVE SQL_THREAD")
         a.close()
-        write_inventory(folder)
+        write_inventory(folder, **PLAIN)
 
 
 # ------------------------------------------------------------------ file/position -> GTID
@@ -458,7 +460,7 @@ def test_position_replication_moves_to_gtid_without_reset(lab):
     domain per node, db.replicate moves each replica to GTID at the point it applied
     (no reset, no row lost or doubled), and a second run changes nothing."""
     folder = lab.path.parent
-    write_inventory(folder, gtid=True)
+    write_inventory(folder, gtid=True, **PLAIN)
     try:
         a = admin(lab, DB1)
         a("INSERT INTO labcheck.t (v) VALUES ('before gtid')")
@@ -485,4 +487,122 @@ def test_position_replication_moves_to_gtid_without_reset(lab):
         p = fab(lab, "db.checksum")
         assert p.returncode == 0, p.stdout + p.stderr
     finally:
-        write_inventory(folder)
+        write_inventory(folder, **PLAIN)
+
+
+# ------------------------------------------------------------------ TLS and PROXY protocol
+K3S_SERVER = "k3s-server-01"
+
+
+def vip_login(inv, via, ssl=None, user="k3s", target=None, **kw):
+    """The k3s user through the datastore VIP (its name by default) from host `via`."""
+    conn = ssh.connect(inv, inv.host(via))
+    ssh.open_checked(conn)
+    host = target or inv.fqdn(inv.vips["db"].name)
+    db = pymysql.connect(host=host, port=3306, user=user, password=secret(inv, "k3s_db_password"),
+                         database="k3s", defer_connect=True, connect_timeout=10, ssl=ssl, **kw)
+    db.connect(sock=dbsession.channel_socket(conn, host, 3306))
+    return db
+
+
+def one(db, stmt):
+    with db.cursor() as c:
+        c.execute(stmt)
+        return c.fetchone()
+
+
+def mysqld_pids(inv):
+    return {h: subprocess.run(labnet.ssh_argv(inv, h, ["pidof mariadbd || pidof mysqld"]),
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+            for h in (DB1, DB2)}
+
+
+def test_switching_a_running_pair_to_tls_keeps_replication(lab):
+    """tls + proxy_protocol on a working non-TLS pair: each replica is moved to TLS with
+    its threads stopped briefly (same position, no reset), rows neither lost nor doubled."""
+    write_inventory(lab.path.parent, gtid=True, **SECURE)
+    a = admin(lab, DB1)
+    a("INSERT INTO labcheck.t (v) VALUES ('before tls')")
+    a.close()
+    for task in ("db.configure", "db.replicate", "db.users", "balancers.deploy"):
+        p = fab(lab, task, "--yes")
+        assert p.returncode == 0, f"{task}:\n{p.stdout}\n{p.stderr}"
+        if task == "db.replicate":
+            assert sum("(to TLS, same position) changed" in ln
+                       for ln in p.stdout.splitlines()) == 2, p.stdout
+    for h in (DB1, DB2):
+        s = admin(lab, h)
+        st = s("SHOW SLAVE STATUS")[0]
+        assert (st["Master_SSL_Allowed"], st["Master_SSL_Verify_Server_Cert"]) == ("Yes", "Yes")
+        assert st["Master_SSL_CA_File"] == "/etc/k3s-ha/db-tls/ca.crt"
+        assert wait_for(lambda: s("SHOW SLAVE STATUS")[0]["Slave_IO_Running"] == "Yes"), st
+        assert len(s("SELECT v FROM labcheck.t WHERE v='before tls'")) == 1
+        s.close()
+    b = admin(lab, DB2)
+    b("INSERT INTO labcheck.t (v) VALUES ('over tls')")
+    b.close()
+    a = admin(lab, DB1)
+    assert wait_for(lambda: a("SELECT v FROM labcheck.t WHERE v='over tls'"))
+    a.close()
+    p = fab(lab, "db.checksum")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_client_through_the_vip_verifies_the_certificate_under_the_vip_name(lab):
+    from tasks.db import tls
+    ca = str(tls.ca_cert_path(lab))
+    db = vip_login(lab, K3S_SERVER, ssl={"ca": ca})  # check_hostname: the VIP's name
+    assert one(db, "SHOW SESSION STATUS LIKE 'Ssl_cipher'")[1], "not encrypted"
+    # PROXY protocol: the server sees the k3s server's address, not the balancer's
+    assert one(db, "SELECT CURRENT_USER()")[0] == f"k3s@{lab.host(K3S_SERVER).address}"
+    names = {v for _, v in db._sock.getpeercert()["subjectAltName"]}
+    assert {lab.fqdn(lab.vips["db"].name), lab.vips["db"].address} <= names
+    db.close()
+    other = lab.path.parent / "other-ca.crt"
+    other.write_bytes(tls.new_ca().cert_pem)
+    with pytest.raises(pymysql.MySQLError) as ei:
+        vip_login(lab, K3S_SERVER, ssl={"ca": str(other)})
+    assert "CERTIFICATE_VERIFY_FAILED" in str(ei.value), ei.value
+
+
+def test_k3s_user_without_tls_is_refused(lab):
+    with pytest.raises(pymysql.MySQLError) as ei:
+        vip_login(lab, K3S_SERVER, ssl_disabled=True)
+    assert ei.value.args[0] == 1045, ei.value
+
+
+def test_proxy_protocol_grants_name_the_k3s_servers_not_the_balancers(lab):
+    from tasks.db import tls
+    ca = {"ca": str(tls.ca_cert_path(lab))}
+    with pytest.raises(pymysql.MySQLError) as ei:  # through the VIP from a balancer: refused
+        vip_login(lab, "k3s-db-balancer-01", ssl=ca)
+    assert ei.value.args[0] in (1045, 1130), ei.value
+    # a client inside proxy_protocol_networks connecting directly (no PROXY header) is
+    # still served as itself: the mysql-check user from a balancer logs in
+    s = Sql(lab, "k3s-db-balancer-01", "haproxy-check", "", target=lab.host(DB1).address)
+    assert s("SELECT CURRENT_USER() AS u")[0]["u"].startswith("haproxy-check@10.80.0.2")
+    s.close()
+    st = fab(lab, "balancers.status")  # HAProxy's mysql-check (check-send-proxy) passes
+    for h in (DB1, DB2):
+        line = next(ln for ln in st.stdout.splitlines() if h in ln)
+        assert "UP" in line, st.stdout
+
+
+def test_second_secure_run_changes_nothing_and_restarts_nothing(lab):
+    pids = mysqld_pids(lab)
+    for task in ("db.configure", "db.replicate", "db.users"):
+        p = fab(lab, task)
+        assert p.returncode == 0 and "no changes" in p.stdout, f"{task}:\n{p.stdout}\n{p.stderr}"
+    assert mysqld_pids(lab) == pids
+
+
+def test_a_new_replica_is_set_up_over_tls(lab):
+    _unreplicate(lab)
+    p = fab(lab, "db.replicate")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for h in (DB1, DB2):
+        s = admin(lab, h)
+        st = s("SHOW SLAVE STATUS")[0]
+        assert (st["Master_SSL_Allowed"], st["Master_SSL_Verify_Server_Cert"],
+                st["Slave_IO_Running"]) == ("Yes", "Yes", "Yes"), st
+        s.close()

@@ -15,7 +15,8 @@ D = sql.parse_version("10.11.6-MariaDB-0+deb12u1-log")
 
 
 class FakeInv:
-    db = {"port": 3306, "gtid": False, "semi_sync": True, "semi_sync_timeout_ms": 3000}
+    db = {"port": 3306, "gtid": False, "semi_sync": True, "semi_sync_timeout_ms": 3000,
+          "tls": False}
 
 
 class FakeNode:
@@ -160,3 +161,45 @@ def test_admin_password_is_a_login_when_a_node_has_the_account(monkeypatch):
     session.admin_password(R({"a": True, "b": False}), [])
     session.admin_password(R({"a": False, "b": False}), [])
     assert asked == [("db_admin_password", False), ("db_admin_password", True)]
+
+
+class TlsInv:
+    db = {**FakeInv.db, "tls": True}
+
+
+def test_tls_move_keeps_the_position_and_new_replicas_verify_the_source():
+    """A working replica moved to TLS: stopped, CHANGE with the TLS options only (no host,
+    no coordinates: the applied position and GTID stay), started. A new one verifies."""
+    a, b = FakeNode(A), FakeNode(B)
+    r = FakeRun()
+    replication.execute(r, [Action(Kind.TLS, a, b), Action(Kind.CONFIGURE, b, a)], TlsInv(),
+                        USER, RPW, lambda e, f: 1 / 0)
+    ca = "MASTER_SSL=1, MASTER_SSL_CA='/etc/k3s-ha/db-tls/ca.crt', MASTER_SSL_VERIFY_SERVER_CERT=1"
+    assert a.written == ["STOP REPLICA", f"CHANGE MASTER TO {ca}", "START REPLICA"]
+    assert b.written[0].endswith(ca) and "MASTER_HOST='10.77.0.31'" in b.written[0]
+    assert ("k3s-db-01", "replica of k3s-db-02 (to TLS, same position)", True) in r.steps
+
+
+def test_tls_state_is_judged_from_the_replica():
+    rep = facts.ReplicaStatus(configured=True, source_host=B.address, source_user=USER,
+                              io_running="Yes", sql_running="Yes")
+    ca = "/etc/k3s-ha/db-tls/ca.crt"
+    st = replication.direction_state
+    assert st(rep, B, USER, tls=("", ca)).state is replication.State.TLS
+    assert st(rep, B, USER, tls=("unverified", ca)).state is replication.State.TLS
+    assert st(rep, B, USER, tls=(ca, ca)).state is replication.State.OK
+    assert st(rep, B, USER, tls=(ca, "")).state is replication.State.TLS  # tls turned off
+    assert st(rep, B, USER, tls=("", "")).state is replication.State.OK
+    # a GTID move carries the TLS options itself
+    assert st(rep, B, USER, gtid=True, tls=("", ca)).state is replication.State.GTID
+
+
+def test_replica_tls_read_from_show_replica_status():
+    on = {"Master_SSL_Allowed": "Yes", "Master_SSL_CA_File": "/ca",
+          "Master_SSL_Verify_Server_Cert": "Yes"}
+    assert session.replica_tls([on]) == "/ca"
+    assert session.replica_tls([{**on, "Master_SSL_Verify_Server_Cert": "No"}]) == "unverified"
+    assert session.replica_tls([{**on, "Master_SSL_Allowed": "No"}]) == ""
+    assert session.replica_tls([]) == ""
+    assert session.replica_tls([{"Source_SSL_Allowed": "Yes", "Source_SSL_CA_File": "/c",
+                                 "Source_SSL_Verify_Server_Cert": "Yes"}]) == "/c"  # MySQL

@@ -39,8 +39,10 @@ def golden(request: pytest.FixtureRequest, name: str, text: str) -> None:
 
 def test_server_config_yaml(request: pytest.FixtureRequest) -> None:
     i = inv(tls_san=["k3s.example.org"])
-    spec = kc.node_spec(i, i.host("k3s-server-01"), kc.Role.SERVER, {})
+    spec = kc.node_spec(i, i.host("k3s-server-01"), kc.Role.SERVER, {}, "CA PEM")
     golden(request, "server.config.yaml", spec.config_yaml)
+    assert 'datastore-cafile: "/etc/rancher/k3s/datastore-ca.crt"' in spec.config_yaml
+    assert spec.datastore_ca == "CA PEM"
     assert "tls-san:\n  - \"10.77.0.100\"\n  - \"k3s-balancer.lab.lan\"" in spec.config_yaml
     assert '"CriticalAddonsOnly=true:NoExecute"' in spec.config_yaml
 
@@ -56,7 +58,18 @@ def test_agent_config_yaml_has_no_server_keys(request: pytest.FixtureRequest) ->
 def test_no_taint_when_the_inventory_has_none() -> None:
     i = inv(node_taint="")
     assert "node-taint" not in kc.node_spec(i, i.host("k3s-server-01"), kc.Role.SERVER,
-                                            {}).config_yaml
+                                            {}, "CA").config_yaml
+
+
+def test_datastore_cafile_only_with_db_tls() -> None:
+    i = inv()
+    with pytest.raises(InputError, match="datastore CA is missing"):
+        kc.node_spec(i, i.host("k3s-server-01"), kc.Role.SERVER, {})
+    i.db["tls"] = False
+    spec = kc.node_spec(i, i.host("k3s-server-01"), kc.Role.SERVER, {})
+    assert "datastore-cafile" not in spec.config_yaml and spec.datastore_ca == ""
+    agent = kc.node_spec(inv(), i.host("k3s-agent-01"), kc.Role.AGENT, {}, "CA")
+    assert agent.datastore_ca == "" and "datastore" not in agent.config_yaml
 
 
 def test_server_env_file(request: pytest.FixtureRequest) -> None:

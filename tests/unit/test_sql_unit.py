@@ -35,6 +35,11 @@ def script(d: sql.Dialect) -> str:
            sql.change_source(d, gtid=True),
            "-- GTID: executed set, wait for a set, (MariaDB) position of file:pos",
            f"SELECT {sql.gtid_executed_var(d)}", sql.gtid_wait(d), sql.binlog_gtid_pos(),
+           "-- replica with TLS verifying the source; a working replica moved to TLS; off",
+           sql.change_source(d, host="10.0.0.32", port=3306, user="repl", password="pw",
+                             gtid=True, tls_ca="/etc/k3s-ha/db-tls/ca.crt"),
+           sql.change_source(d, tls_ca="/etc/k3s-ha/db-tls/ca.crt"),
+           sql.change_source(d, tls_ca=""),
            "-- credentials repair (keeps coordinates)",
            sql.change_source(d, user="repl", password="pw"),
            sql.start_replica(d), sql.stop_replica(d), sql.stop_replica(d, "IO_THREAD"),
@@ -45,12 +50,14 @@ def script(d: sql.Dialect) -> str:
     out += ["-- semi-sync config lines"] + sql.semi_sync_config_lines(d, 10000)
     out += ["-- users"] + sql.admin_user_sql(d, "adm")
     out += sql.replication_user_sql(d, "repl", "10.0.0.32", "pw")
+    out += ["-- TLS only"] + sql.replication_user_sql(d, "repl", "10.0.0.32", "pw", tls=True)
     try:
         out += sql.check_user_sql(d, "haproxy-check", ["10.0.0.21", "10.0.0.22"])
     except InputError as e:
         out.append(f"-- check user refused: {e}")
     out.append(f"-- caveat: {sql.check_user_caveat(d)}")
     out += sql.app_user_sql(d, "k3s", "k3s", ["10.0.0.21"], "k3spw")
+    out += ["-- TLS only"] + sql.app_user_sql(d, "k3s", "k3s", ["10.0.0.41"], "k3spw", tls=True)
     out += [sql.flush_hosts(d), "-- secure"]
     out += sql.secure_sql([("", "localhost"), ("root", "%")], True)
     out += ["-- seed", sql.dump_command(d, ["k3s", "app"])]
@@ -67,11 +74,17 @@ def test_sql_matches_golden(name, request):
     assert got == path.read_text(), f"{name}: generated SQL differs from {path}"
 
 
+TLS_FILES = ("/etc/k3s-ha/db-tls/ca.crt", "/etc/k3s-ha/db-tls/server.crt",
+             "/etc/k3s-ha/db-tls/server.key")
+
+
 @pytest.mark.parametrize("name", sorted(DIALECTS))
 def test_config_matches_golden(name, request):
+    """With TLS (every flavour) and PROXY protocol (MariaDB: MySQL has none)."""
     d = sql.parse_version(DIALECTS[name])
     vals = sql.server_config(d, server_id=2, bind_address="0.0.0.0", port=3306,
-                             semi_sync=True, timeout_ms=10000, gtid=True)
+                             semi_sync=True, timeout_ms=10000, gtid=True, tls_files=TLS_FILES,
+                             proxy_networks=("10.0.0.21", "10.0.0.22") if d.mariadb else ())
     got = render.render("db-k3s-ha.cnf.j2", **vals)
     path = GOLDEN / f"{name}.cnf"
     if request.config.getoption("--update-golden"):
@@ -199,3 +212,23 @@ def test_health_script_renders_valid_python_answering_only_the_balancers():
               and t.targets[0].id in ("ALLOWED", "PORT")}
     assert consts == {"ALLOWED": allowed, "PORT": 9200}
     assert "client_address[0] not in ALLOWED" in text
+
+
+def test_proxy_protocol_refused_on_mysql_and_absent_when_off():
+    m84 = sql.parse_version(DIALECTS["mysql-8.4"])
+    with pytest.raises(InputError, match="proxy_protocol = false"):
+        sql.server_config(m84, server_id=1, bind_address="0.0.0.0", port=3306,
+                          semi_sync=False, timeout_ms=1, gtid=False, proxy_networks=("10.0.0.21",))
+    maria = sql.parse_version(DIALECTS["mariadb-10.11"])
+    vals = sql.server_config(maria, server_id=1, bind_address="0.0.0.0", port=3306,
+                             semi_sync=False, timeout_ms=1, gtid=False)
+    assert not any("proxy" in x or "ssl" in x for x in vals["extra"])  # tls/proxy off: as before
+
+
+def test_tls_options_per_dialect():
+    m8030, maria = (sql.parse_version(DIALECTS[k]) for k in ("mysql-8.0.30", "mariadb-10.11"))
+    assert sql.change_source(m8030, tls_ca="/ca") == (
+        "CHANGE REPLICATION SOURCE TO SOURCE_SSL=1, SOURCE_SSL_CA='/ca', "
+        "SOURCE_SSL_VERIFY_SERVER_CERT=1")
+    assert sql.change_source(maria, tls_ca="") == "CHANGE MASTER TO MASTER_SSL=0"
+    assert "SSL" not in sql.change_source(maria, user="u", password="p")  # None: left as is

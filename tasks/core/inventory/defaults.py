@@ -14,8 +14,12 @@ def defaults_of(schema: dict[str, Spec]) -> dict[str, Any]:
 
 
 def section(name: str, given: dict[str, Any]) -> dict[str, Any]:
-    """Section [name]: the checked values given, the schema's defaults for the rest."""
-    return {**defaults_of(SCHEMA[name]), **given}
+    """Section [name]: the checked values given, the schema's defaults for the rest.
+    [db] proxy_protocol defaults to off where the flavour has none (MySQL)."""
+    out = {**defaults_of(SCHEMA[name]), **given}
+    if name == "db" and "proxy_protocol" not in given and out["flavor"] == "mysql":
+        out["proxy_protocol"] = False
+    return out
 
 
 def vip_values(given: dict[str, Any]) -> dict[str, Any]:

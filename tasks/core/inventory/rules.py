@@ -295,6 +295,10 @@ def db_values(inv: Inventory) -> list[str]:
                    "Fix: e.g. 500")
     if d["semi_sync_timeout_ms"] < 1:
         out.append("db.semi_sync_timeout_ms: must be positive. Fix: e.g. 10000")
+    if d["proxy_protocol"] and d["flavor"] == "mysql":
+        out.append("db.proxy_protocol: MySQL has no PROXY protocol (MariaDB only). Fix: "
+                   "remove db.proxy_protocol or set it to false (the k3s user is then "
+                   "granted to the datastore balancers' addresses)")
     for k in ("database", "user", "replication_user", "check_user"):
         if not SAFE_DB_NAME_RE.match(d[k]):
             out.append(f"db.{k}: '{d[k]}' is not a safe name. Fix: use letters, "

@@ -55,6 +55,9 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "gtid": (bool, True, _ANY),
         "auto_increment_increment": (int, 1, _ANY),
         "auto_increment_offset": (int, 1, _ANY),
+        "tls": (bool, True, _ANY),
+        "tls_dir": (str, "", _ANY),
+        "proxy_protocol": (bool, True, _ANY),  # off by default with flavor = "mysql"
     },
     "balancers": {
         "api_backend": (str, "primary-backup", ("primary-backup", "roundrobin")),

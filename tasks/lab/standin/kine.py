@@ -143,6 +143,34 @@ def _row(r: tuple) -> Row:
                int(r[5] or 0), int(r[6] or 0), r[7])
 
 
+def client_tls(files: dict[str, str] | None) -> dict[str, Any] | None:
+    """pymysql's ssl= from --datastore-cafile/-certfile/-keyfile, as kine builds its TLS
+    config (pkg/tls, registered with go-sql-driver as "kine"): the server certificate is
+    verified against the CA under the endpoint's host name; a client certificate is sent
+    when given. None: no TLS (kine registers none when no file is given)."""
+    if not files:
+        return None
+    out: dict[str, Any] = {"check_hostname": "ca" in files}
+    out.update({k: v for k, v in files.items() if k in ("ca", "cert", "key")})
+    return out
+
+
+def tls_connection() -> Any:
+    """pymysql's Connection refusing, before authenticating, a server that offers no TLS
+    when TLS was asked for (go-sql-driver: "TLS requested but server does not support
+    TLS"); plain pymysql would carry on in clear."""
+    import pymysql
+    from pymysql.constants import CLIENT
+
+    class TlsRequired(pymysql.connections.Connection):  # type: ignore[misc]
+        def _request_authentication(self) -> None:
+            if self.ssl and not self.server_capabilities & CLIENT.SSL:
+                raise pymysql.err.OperationalError(
+                    2026, "TLS requested but server does not support TLS")
+            super()._request_authentication()
+    return TlsRequired
+
+
 class Kine:
     """One MySQL connection behind a lock (the stand-in's load is a few queries a second).
 
@@ -157,12 +185,10 @@ class Kine:
         self._lock = threading.Lock()
 
     def _connect(self, database: str | None) -> Any:
-        import pymysql
-
         d = self.dsn
-        return pymysql.connect(
+        return tls_connection()(
             host=d.host, port=d.port, user=d.user, password=d.password, database=database,
-            unix_socket=d.unix_socket, ssl=self.ssl, autocommit=True,
+            unix_socket=d.unix_socket, ssl=client_tls(self.ssl), autocommit=True,
             connect_timeout=self.timeout, read_timeout=self.timeout,
             write_timeout=self.timeout, charset="utf8mb4")
 
