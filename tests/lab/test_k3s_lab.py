@@ -15,7 +15,6 @@ import tomllib
 from contextlib import contextmanager
 from pathlib import Path
 
-import pymysql
 import pytest
 
 from tasks.core import inventory
@@ -25,7 +24,8 @@ from tasks.db import session as dbtasks
 from tasks.facts.k3s import parse_nodes
 from tasks.k3s.token import parse_token
 from tasks.lab import labnet
-from tests.lab.kh3_inventory import (AGENT3, AGENTS, DB_VIP, DBS, SERVERS, API_VIP,
+from tests.lab import labdb
+from tests.lab.kh3_inventory import (AGENT3, AGENTS, DBS, SERVERS, API_VIP,
                                      write_inventory)
 
 pytestmark = pytest.mark.lab
@@ -84,18 +84,14 @@ def wait_for(fn, timeout=60.0, every=1.0):
 
 
 def writer_answers(inv) -> bool:
-    """The datastore VIP takes a write as the k3s user (what k3s itself will do)."""
+    """The datastore VIP takes a write as the k3s user from a k3s server, over TLS (what
+    k3s itself will do; with PROXY protocol the grant names the k3s servers)."""
     try:
-        db = pymysql.connect(host=DB_VIP, port=3306, user=inv.db["user"], connect_timeout=3,
-                             password=secret(inv, "k3s_db_password"), database="k3s")
-    except pymysql.MySQLError:
-        return False
-    try:
-        with db.cursor() as cur:
+        with labdb.login_from(inv, SERVERS[0], database="k3s") as db, db.cursor() as cur:
             cur.execute("SELECT @@read_only")
             return cur.fetchone()[0] == 0
-    finally:
-        db.close()
+    except Exception:  # noqa: BLE001 - not up yet (refused, SSH, TLS): poll again
+        return False
 
 
 @pytest.fixture(scope="module")
