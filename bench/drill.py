@@ -40,9 +40,10 @@ from tests.lab.khf_inventory import write_inventory  # noqa: E402
 SETS = {
     # the guide's datastore backend: mysql-check, primary + backup, a returning primary
     # takes writes back after rise 30 (checks every 2 s, fall 3: HAProxy's defaults),
-    # replication by file and position, asynchronous
+    # replication by file and position, asynchronous, no TLS
     "guide": {"db": 'semi_sync = false\nhealth_check = "mysql-check"\ngtid = false\n'
-                    "check_inter_ms = 2000\nfall = 3\nrise = 30",
+                    "check_inter_ms = 2000\nfall = 3\nrise = 30\ntls = false\n"
+                    "proxy_protocol = false",
               "balancers": 'api_health_check = "ssl-hello-chk"\nadvert_int = 1\n'
                            "garp_master_refresh = 0"},
     "defaults": {},

@@ -167,7 +167,8 @@ def test_real_host_faults_expire_by_themselves(cluster):
         inflicted = actions._real(r, standby[0], [db2], 6)
         assert not _tcp(cluster, db1.name, db2.address, 3306)
         assert not _tcp(cluster, bal.name, db2.address, 9200)
-        assert r.conn(db2).run("true", hide=True, timeout=10).exited == 0  # operator's SSH
+        assert r.conn(db2).run("true", hide=True, timeout=10,
+                               in_stream=False).exited == 0  # the operator's SSH
         assert _timer_active(cluster, db2.name)
         deadline = time.monotonic() + 30
         while not _tcp(cluster, db1.name, db2.address, 3306):
