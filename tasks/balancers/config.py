@@ -69,7 +69,11 @@ DB_PEERS_PORT = 10000
 # balancers: a response from a server sets it (overwrites: a `stick on` entry is never
 # overwritten, [lab] it brought the old writer back), a request uses it while that server
 # is UP, else `balance first` picks the first UP (= eligible) server.
-DB_STICK = ["stick-table type integer size 1 nopurge store gpt0 peers " + DB_PEERS,
+# size 2, not 1: a peer update is decoded into a new entry before the existing one is
+# looked up, and a full `nopurge` table refuses that entry, so the update is dropped
+# (HAProxy 2.6 peers.c peer_treat_updatemsg -> stksess_new; [lab] with size 1 only the
+# first value ever reached the other balancer). The spare slot is never used by a key.
+DB_STICK = ["stick-table type integer size 2 nopurge store gpt0 peers " + DB_PEERS,
             "tcp-request content track-sc0 int(1)",
             "tcp-response content sc-set-gpt0(0) srv_id"]
 
