@@ -203,12 +203,15 @@ def _rebuild(r: Run, t: Node, s: Node) -> None:
         r.step(t.host, "replica stopped", lambda: t.write(sql.stop_replica(t.d)) or True)
         r.step(t.host, "databases dropped", lambda: _drop(t) or True)
         coords = r.step(t.host, f"seed from {s.name}", lambda: seed(t, s))
-        r.step(t.host, "GTID state = writer's", lambda: _reset_gtid(t, s, coords) or True)
+        pos = r.step(t.host, "GTID state = writer's", lambda: _reset_gtid(t, s, coords))
         user = r.inv.db["replication_user"]
         rpw = secrets.get_secret("replication_password", r.inv, yes=r.yes)
         r.step(t.host, f"replica of {s.name}", lambda: t.write(sql.change_source(
             t.d, host=s.host.address, port=r.inv.db["port"], user=user, password=rpw,
             gtid=True, own_domain=t.host.server_id or 0)) or t.write(sql.start_replica(t.d)) or True)
+        if t.d.mariadb:
+            r.step(s.host, f"replica of {t.name} from its new binlog",
+                   lambda: _repoint(s, pos) or True)
     finally:
         sh(t.conn, f"systemctl start {SERVICE}", warn=True)
     rep = facts.wait_replica_healthy(t, 60)
@@ -230,14 +233,24 @@ def _drop(t: Node) -> None:
     replication.unlogged(t, [f"DROP DATABASE IF EXISTS {sql.ident(x)}" for x in databases(t)])
 
 
-def _reset_gtid(t: Node, s: Node, coords: Any) -> None:
+def _reset_gtid(t: Node, s: Node, coords: Any) -> str:
     """t's binlog forgets its errant GTIDs: its GTID state becomes the writer's at the
-    seed point, as replica position and as binlog state (MariaDB)."""
+    seed point, as replica position and as binlog state (MariaDB); that position."""
     if not t.d.mariadb:
         t.write("RESET MASTER")
         t.write("SET GLOBAL gtid_purged = %s", (facts.executed_gtids(s),))
-        return
+        return ""
     pos = str(s.q(sql.binlog_gtid_pos(), coords)[0]["g"] or "")
     t.write("RESET MASTER")
     t.write(sql.set_global("gtid_binlog_state", pos))
     t.write(sql.set_global("gtid_slave_pos", pos))
+    return pos
+
+
+def _repoint(s: Node, pos: str) -> None:
+    """The writer's replica of the rebuilt node starts at that node's new binlog (MariaDB):
+    its old position names GTIDs the reset binlog no longer has, and the rebuilt node's
+    dump thread refused it with 1236 ([lab], even for the domain the writer ignores)."""
+    s.write(sql.stop_replica(s.d))
+    s.write(sql.set_global("gtid_slave_pos", pos))
+    s.write(sql.start_replica(s.d))

@@ -24,6 +24,7 @@ from tests.lab.test_db_lab import admin, fab, secret, wait_for  # noqa: F401 - r
 SUBNET = "10.77.70"
 DB1, DB2 = "k3s-db-01", "k3s-db-02"
 DB_VIP = f"{SUBNET}.101"
+DB_BALANCERS = ("k3s-db-balancer-01", "k3s-db-balancer-02")
 GUIDE = """health_check = "mysql-check"
 rise = 30
 fall = 3
@@ -119,6 +120,24 @@ def writer_host(inv) -> str:
     return {1: DB1, 2: DB2}[sid]
 
 
+def on_host(inv, host: str, command: str) -> str:
+    """A shell command on a lab host over SSH; its stdout."""
+    p = subprocess.run(labnet.ssh_argv(inv, host, [command]), capture_output=True,
+                       text=True, timeout=60)
+    return p.stdout
+
+
+def stick_entry(inv, balancer: str) -> int | None:
+    """The writer entry (gpt0) of that balancer's HAProxy, read from its runtime API."""
+    from tasks.facts.datastore import parse_stick_table
+    return parse_stick_table(on_host(inv, balancer, "echo 'show table k3s-db' | socat stdio "
+                                     "UNIX-CONNECT:/run/haproxy/admin.sock"))
+
+
+def vip_on(inv, balancer: str) -> bool:
+    return f" {DB_VIP}/" in on_host(inv, balancer, "ip -o -4 addr show")
+
+
 # ------------------------------------------------------------------ faults
 def repl_cut(inv, on: bool) -> None:
     """The two databases cannot reach each other; everything else can: nftables drop rules
@@ -131,6 +150,22 @@ def repl_cut(inv, on: bool) -> None:
                  "  type filter hook forward priority -10; policy accept;\n"
                  f"  ip saddr {a} ip daddr {b} drop\n  ip saddr {b} ip daddr {a} drop\n"
                  " }\n}\n")
+    subprocess.run(["ip", "netns", "exec", switch_ns(lab_name(inv)), "nft", "-f", "-"],
+                   input=body, text=True, check=True, timeout=30)
+
+
+def cut_off(inv, host: str, on: bool) -> None:
+    """`host` reaches no lab host and no lab host reaches it; only the operator still does
+    (nftables drop in the lab switch, table bridge <lab>_cutoff): a writer cut off from
+    its peer and the balancers that a test can still log in to."""
+    a, op = inv.host(host).address, f"{SUBNET}.1"
+    table = f"{lab_name(inv)}_cutoff"
+    body = f"table bridge {table}\ndelete table bridge {table}\n"
+    if on:
+        body += (f"table bridge {table} {{\n chain forward {{\n"
+                 "  type filter hook forward priority -10; policy accept;\n"
+                 f"  ip saddr {a} ip daddr != {op} drop\n"
+                 f"  ip daddr {a} ip saddr != {op} drop\n }}\n}}\n")
     subprocess.run(["ip", "netns", "exec", switch_ns(lab_name(inv)), "nft", "-f", "-"],
                    input=body, text=True, check=True, timeout=30)
 
