@@ -139,35 +139,32 @@ def vip_on(inv, balancer: str) -> bool:
 
 
 # ------------------------------------------------------------------ faults
-def repl_cut(inv, on: bool) -> None:
-    """The two databases cannot reach each other; everything else can: nftables drop rules
-    between their addresses in the lab switch's namespace (table bridge <lab>_dbcut)."""
-    a, b = inv.host(DB1).address, inv.host(DB2).address
-    table = f"{lab_name(inv)}_dbcut"
-    body = (f"table bridge {table}\ndelete table bridge {table}\n")
-    if on:
+def _switch_drop(inv, name: str, rules: list[str]) -> None:
+    """nftables drop rules in the lab switch's namespace (table bridge <lab>_<name>);
+    none: the table removed."""
+    table = f"{lab_name(inv)}_{name}"
+    body = f"table bridge {table}\ndelete table bridge {table}\n"
+    if rules:
         body += (f"table bridge {table} {{\n chain forward {{\n"
                  "  type filter hook forward priority -10; policy accept;\n"
-                 f"  ip saddr {a} ip daddr {b} drop\n  ip saddr {b} ip daddr {a} drop\n"
-                 " }\n}\n")
+                 + "".join(f"  {x} drop\n" for x in rules) + " }\n}\n")
     subprocess.run(["ip", "netns", "exec", switch_ns(lab_name(inv)), "nft", "-f", "-"],
                    input=body, text=True, check=True, timeout=30)
+
+
+def repl_cut(inv, on: bool) -> None:
+    """The two databases cannot reach each other; everything else can."""
+    a, b = inv.host(DB1).address, inv.host(DB2).address
+    _switch_drop(inv, "dbcut", [f"ip saddr {a} ip daddr {b}", f"ip saddr {b} ip daddr {a}"]
+                 if on else [])
 
 
 def cut_off(inv, host: str, on: bool) -> None:
-    """`host` reaches no lab host and no lab host reaches it; only the operator still does
-    (nftables drop in the lab switch, table bridge <lab>_cutoff): a writer cut off from
-    its peer and the balancers that a test can still log in to."""
+    """`host` reaches no lab host and no lab host reaches it; only the operator still does:
+    a writer cut off from its peer and the balancers that a test can still log in to."""
     a, op = inv.host(host).address, f"{SUBNET}.1"
-    table = f"{lab_name(inv)}_cutoff"
-    body = f"table bridge {table}\ndelete table bridge {table}\n"
-    if on:
-        body += (f"table bridge {table} {{\n chain forward {{\n"
-                 "  type filter hook forward priority -10; policy accept;\n"
-                 f"  ip saddr {a} ip daddr != {op} drop\n"
-                 f"  ip daddr {a} ip saddr != {op} drop\n }}\n}}\n")
-    subprocess.run(["ip", "netns", "exec", switch_ns(lab_name(inv)), "nft", "-f", "-"],
-                   input=body, text=True, check=True, timeout=30)
+    _switch_drop(inv, "cutoff", [f"ip saddr {a} ip daddr != {op}",
+                                 f"ip daddr {a} ip saddr != {op}"] if on else [])
 
 
 @dataclass
