@@ -111,14 +111,17 @@ def test_switchover_moves_the_writer_with_zero_lost_writes(lab):
 
 
 def test_both_balancers_hold_the_same_writer(lab):
-    """The writer entry is shared through the `peers` section (the writer moved in the
-    tests above): both balancers name it, and a VIP move to the other balancer keeps it
-    (no failback by way of a balancer failover)."""
-    want = {kit.DB1: 1, kit.DB2: 2}[kit.writer_host(lab)]
-    entries = lambda: [kit.stick_entry(lab, b) for b in kit.DB_BALANCERS]  # noqa: E731
-    assert kit.wait_for(lambda: entries() == [want, want], 10), entries()
+    """The writer entry is shared through the `peers` section: the VIP holder alone moves
+    it (as a failover there does, from a response) and the other balancer follows; a VIP
+    move to the other balancer then keeps the writer (no failback by way of a balancer
+    failover). Both nodes are in sync here, no client is writing while the entry moves."""
     holder = next(b for b in kit.DB_BALANCERS if kit.vip_on(lab, b))
     other = next(b for b in kit.DB_BALANCERS if b != holder)
+    want = {kit.DB1: 2, kit.DB2: 1}[kit.writer_host(lab)]  # the standby's server id
+    kit.on_host(lab, holder, f"echo 'set table k3s-db key 1 data.gpt0 {want}' | socat "
+                "stdio UNIX-CONNECT:/run/haproxy/admin.sock")
+    entries = lambda: [kit.stick_entry(lab, b) for b in kit.DB_BALANCERS]  # noqa: E731
+    assert kit.wait_for(lambda: entries() == [want, want], 10), entries()
     with kit.Writer(lab, table="k3s.t_vipmove") as w:
         time.sleep(1)
         kit.on_host(lab, holder, "systemctl stop keepalived")
