@@ -94,9 +94,19 @@ DB_PEERS_PORT = 10000
 # balancers: a response from a server sets it (overwrites: a `stick on` entry is never
 # overwritten, [lab] it brought the old writer back), a request uses it while that server
 # is UP, else `balance first` picks the first UP (= eligible) server.
-DB_STICK = ["stick-table type integer size 1 nopurge store gpt0 peers " + DB_PEERS,
-            "tcp-request content track-sc0 int(1)",
-            "tcp-response content sc-set-gpt0(0) srv_id"]
+# size 2, not 1: a peer update is decoded into a new entry before the existing one is
+# looked up, and a full `nopurge` table refuses that entry, so the update is dropped
+# (HAProxy 2.6 peers.c peer_treat_updatemsg -> stksess_new; [lab] with size 1 only the
+# first value ever reached the other balancer). The spare slot is never used by a key.
+# A response sets the entry only while it names no UP server: a late answer on a
+# connection routed before a switch ([lab] db.switchover) never takes the writes back.
+DB_STICK = ["stick-table type integer size 2 nopurge store gpt0 peers " + DB_PEERS,
+            "tcp-request content track-sc0 int(1)"]
+
+
+def _held(h: Host) -> str:
+    """The ACL 'the writer entry names `h` and HAProxy has it UP'."""
+    return f"{{ sc0_get_gpt0 eq {h.server_id} }} {{ srv_is_up({PROXY['db']}/{h.name}) }}"
 
 
 def _db_proxy(inv: Inventory) -> dict[str, Any]:
@@ -120,8 +130,10 @@ def _db_proxy(inv: Inventory) -> dict[str, Any]:
                         "options": f"check{port} {role}{_db_proxy_protocol(inv)}"})
     how = ("the writer held in a stick table shared by the db balancers, no failback"
            if sticky else "one writer at a time (primary + backup)")
-    use = [f"use-server {h.name} if {{ sc0_get_gpt0 eq {h.server_id} }} "
-           f"{{ srv_is_up({PROXY['db']}/{h.name}) }}" for h in inv.with_role("db")]
+    dbs = inv.with_role("db")
+    use = ["tcp-response content sc-set-gpt0(0) srv_id unless "
+           + " or ".join(_held(h) for h in dbs)] + [
+        f"use-server {h.name} if {_held(h)}" for h in dbs]
     return {"name": PROXY["db"], "port": b["db_port"], "balance": "first",
             "check": lines, "servers": servers, "extra": DB_STICK + use if sticky else [],
             "default_server": f"inter {d['check_inter_ms']}ms fall {d['fall']} "

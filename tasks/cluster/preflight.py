@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from fabric import Connection
 from tabulate import tabulate
 
+from ..balancers.config import db_peers
 from ..core.cli import say
 from ..core.inventory import Host, Inventory, Vip
 from ..core.run import Run, fan_out
@@ -131,11 +132,19 @@ def _host_findings(inv: Inventory, f: HostFacts, report: Report) -> None:
     report.add(h.name, "os", v.os_finding(f.os))
     report.add(h.name, "names", v.names_finding(h.name, v.names_needed(inv, h), f.names))
     report.add(h.name, "swap", v.swap_finding(h, f.swaps))
-    report.add(h.name, "ports", v.ports_finding(h.name, v.ports_needed(inv, h), f.listeners))
+    report.add(h.name, "ports", v.ports_finding(h.name, ports_needed(inv, h), f.listeners))
     if f.free is not None:
         report.add(h.name, "disk", v.disk_finding(f.free))
     if f.sources:
         report.add(h.name, "packages", v.sources_finding(f.sources))
+
+
+def ports_needed(inv: Inventory, h: Host) -> dict[int, str]:
+    """The ports the host's roles listen on, plus HAProxy's peers port on a db balancer
+    that shares the writer's table (http check)."""
+    peers = db_peers(inv, h)
+    extra = {peers["port"]: "HAProxy peers (the db writer's table)"} if peers else {}
+    return v.ports_needed(inv, h) | extra
 
 
 def _vip_findings(r: Run, vip: Vip, all_facts: dict[str, HostFacts], report: Report) -> None:

@@ -25,10 +25,11 @@ from ..core import secrets
 from ..core.cli import H_YES, k3s_task, say
 from ..core.errors import InputError, Refused, StepFailed
 from ..core.inventory import Host, Inventory
-from ..core.run import CHANGED, Run, run_session
+from ..core.run import CHANGED, Run, poll, run_session
 from ..core.ssh import sh
 from ..facts import datastore
 from ..facts import mysql as facts
+from ..facts.haproxy import show_stat
 from . import replication, sql
 from .health import HEALTH_UNIT
 from .seed import databases, seed
@@ -113,7 +114,11 @@ def _kill_clients(n: Node, user: str) -> bool:
     ids = [x["ID"] for x in n.q("SELECT ID FROM information_schema.PROCESSLIST WHERE USER=%s",
                                 (user,))]
     for i in ids:
-        n.write(f"KILL CONNECTION {int(i)}")
+        try:
+            n.write(f"KILL CONNECTION {int(i)}")
+        except StepFailed as e:  # the client left between the list and the kill ([lab])
+            if f"Unknown thread id: {int(i)}" not in str(e):
+                raise
     return bool(ids)
 
 
@@ -125,16 +130,33 @@ def _gtid_wait(n: Node, pos: str, timeout: int = 30) -> None:
 
 
 def _stick_all(r: Run, p: Pair) -> None:
-    """The writer entry (gpt0 of key 1) set to `p.new` on every db balancer's HAProxy: the
-    old writer in maintenance first (a connection it answers would set the entry back,
-    [lab]), the entry set, its sessions cut, read back; then the old writer ready again."""
+    """The writer entry (gpt0 of key 1) set to `p.new` on every db balancer's HAProxy:
+    first `p.new` UP on each (a standby's check can be down while it catches up: with the
+    old writer in maintenance and the new one DOWN, the next client went to the old one
+    and its answer set the entry back, [lab]); the old writer in maintenance, the entry
+    set, its sessions cut, read back; then the old writer ready again and the entry read
+    back once more."""
     be, bals = datastore.DB_BACKEND, r.inv.with_role("db-balancer")
+    for b in bals:
+        r.step(b, f"{p.new.name} UP", lambda b=b: _wait_up(r.conn(b), be, p.new.name))
     try:
         for b in bals:
             r.step(b, f"writer {p.new.name}", lambda b=b: _set_writer(r.conn(b), be, p))
     finally:
         for b in bals:
             datastore.admin_command(r.conn(b), f"set server {be}/{p.old.name} state ready")
+    for b in bals:
+        _check_entry(r.conn(b), p)
+
+
+def _wait_up(conn: Any, be: str, name: str, timeout: float = 20) -> bool:
+    def up() -> bool:
+        return any(x.proxy == be and x.server == name and x.status.startswith("UP")
+                   for x in show_stat(conn) or [])
+    if not poll(up, timeout=timeout, interval=0.3)[0]:
+        raise StepFailed(f"{name} is not UP in this HAProxy after {timeout:g} s although it "
+                         "caught up: nothing switched. Fix: fab db.status (its check says why)")
+    return True
 
 
 def _set_writer(conn: Any, be: str, p: Pair) -> bool:
@@ -142,11 +164,15 @@ def _set_writer(conn: Any, be: str, p: Pair) -> bool:
                 f"set table {be} key 1 data.gpt0 {p.new.host.server_id}",
                 f"shutdown sessions server {be}/{p.old.name}"):
         datastore.admin_command(conn, cmd)
+    _check_entry(conn, p)
+    return True
+
+
+def _check_entry(conn: Any, p: Pair) -> None:
     sid = datastore.stuck_server_id(conn)
     if sid != p.new.host.server_id:
         raise StepFailed(f"HAProxy's writer entry is {sid}, not {p.new.name} "
                          f"({p.new.host.server_id}) after the switch. Fix: fab balancers.status")
-    return True
 
 
 # ------------------------------------------------------------------ rejoin
@@ -177,12 +203,15 @@ def _rebuild(r: Run, t: Node, s: Node) -> None:
         r.step(t.host, "replica stopped", lambda: t.write(sql.stop_replica(t.d)) or True)
         r.step(t.host, "databases dropped", lambda: _drop(t) or True)
         coords = r.step(t.host, f"seed from {s.name}", lambda: seed(t, s))
-        r.step(t.host, "GTID state = writer's", lambda: _reset_gtid(t, s, coords) or True)
+        pos = r.step(t.host, "GTID state = writer's", lambda: _reset_gtid(t, s, coords))
         user = r.inv.db["replication_user"]
         rpw = secrets.get_secret("replication_password", r.inv, yes=r.yes)
         r.step(t.host, f"replica of {s.name}", lambda: t.write(sql.change_source(
             t.d, host=s.host.address, port=r.inv.db["port"], user=user, password=rpw,
             gtid=True, own_domain=t.host.server_id or 0)) or t.write(sql.start_replica(t.d)) or True)
+        if t.d.mariadb:
+            r.step(s.host, f"replica of {t.name} from its new binlog",
+                   lambda: _repoint(s, pos) or True)
     finally:
         sh(t.conn, f"systemctl start {SERVICE}", warn=True)
     rep = facts.wait_replica_healthy(t, 60)
@@ -204,14 +233,24 @@ def _drop(t: Node) -> None:
     replication.unlogged(t, [f"DROP DATABASE IF EXISTS {sql.ident(x)}" for x in databases(t)])
 
 
-def _reset_gtid(t: Node, s: Node, coords: Any) -> None:
+def _reset_gtid(t: Node, s: Node, coords: Any) -> str:
     """t's binlog forgets its errant GTIDs: its GTID state becomes the writer's at the
-    seed point, as replica position and as binlog state (MariaDB)."""
+    seed point, as replica position and as binlog state (MariaDB); that position."""
     if not t.d.mariadb:
         t.write("RESET MASTER")
         t.write("SET GLOBAL gtid_purged = %s", (facts.executed_gtids(s),))
-        return
+        return ""
     pos = str(s.q(sql.binlog_gtid_pos(), coords)[0]["g"] or "")
     t.write("RESET MASTER")
     t.write(sql.set_global("gtid_binlog_state", pos))
     t.write(sql.set_global("gtid_slave_pos", pos))
+    return pos
+
+
+def _repoint(s: Node, pos: str) -> None:
+    """The writer's replica of the rebuilt node starts at that node's new binlog (MariaDB):
+    its old position names GTIDs the reset binlog no longer has, and the rebuilt node's
+    dump thread refused it with 1236 ([lab], even for the domain the writer ignores)."""
+    s.write(sql.stop_replica(s.d))
+    s.write(sql.set_global("gtid_slave_pos", pos))
+    s.write(sql.start_replica(s.d))

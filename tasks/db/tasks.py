@@ -278,7 +278,8 @@ def status(c: Context, yes: bool = False) -> None:
         for row in rows.values():
             up = row["version"] != "UNREACHABLE"
             row["writes"] = f"yes (via {w.via})" if up and row["node"] == w.host else "-"
-        mark_errant(list(rows.values()), w.host)
+        mark_errant(list(rows.values()), w.host,
+                    {h.name: h.server_id or 0 for h in r.inv.with_role("db")})
         say("\n" + table(list(rows.values()), ["node", "version", "writes", "IO", "SQL", "lag",
                                                "errors", "gtid", "semi-sync", "read_only"]))
         _say_writer(r, w)
@@ -308,21 +309,37 @@ def _fail_if_broken(r: Run, rows: dict[str, dict[str, Any]]) -> None:
         raise StepFailed("replication is broken: " + "; ".join(broken))
 
 
-def mark_errant(rows: list[dict[str, Any]], writer: str | None) -> None:
-    """Mark a node holding GTIDs its peer lacks while the peer holds GTIDs it lacks
-    (diverged): the one not taking writes is ERRANT (both when the writer is unknown)."""
+def mark_errant(rows: list[dict[str, Any]], writer: str | None,
+                domains: dict[str, int] | None = None) -> None:
+    """Mark ERRANT a node holding transactions the writer lacks. With the writer known:
+    the other node holding GTIDs of any domain but the writer's own (`domains`: node ->
+    its gtid_domain_id; the writer's own GTIDs on the standby can only have come from the
+    writer, read a moment later), [lab] a cut-off writer's late commits once it caught up
+    with the new writer again. Unknown writer: both nodes when they diverged."""
     live = [x for x in rows if x.get("executed") is not None]
     if len(live) != 2:
         return
     a, b = live
+    names = {a["node"], b["node"]}
+    if writer in names and domains:
+        w, x = (a, b) if a["node"] == writer else (b, a)
+        mine, theirs = facts.parse_gtid_pos(x["executed"]), facts.parse_gtid_pos(w["executed"])
+        extra = ",".join(f"{d}-{s}" for d, s in sorted(mine.items())
+                         if s > theirs.get(d, 0) and d != domains.get(writer))
+        if extra:
+            _errant(x, w, extra)
+        return
     if facts.divergence(a["executed"], b["executed"]) is not facts.Divergence.DIVERGED:
         return
     for x, y in ((a, b), (b, a)):
         if x["node"] != writer:
-            extra = facts.gtids_lacking(x["executed"], y["executed"])
-            x["gtid"] = f"ERRANT {extra}"
-            x["broken"] = (f"holds transactions {extra} that {y['node']} lacks. Fix: fab "
-                           f"db.rejoin --host {x['node']}")
+            _errant(x, y, facts.gtids_lacking(x["executed"], y["executed"]))
+
+
+def _errant(x: dict[str, Any], y: dict[str, Any], extra: str) -> None:
+    x["gtid"] = f"ERRANT {extra}"
+    x["broken"] = (f"holds transactions {extra} that {y['node']} lacks. Fix: fab "
+                   f"db.rejoin --host {x['node']}")
 
 
 def node_status(n: Node, semi_sync_wanted: bool) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tests.lab.test_db_lab import admin, fab, secret, wait_for  # noqa: F401 - r
 SUBNET = "10.77.70"
 DB1, DB2 = "k3s-db-01", "k3s-db-02"
 DB_VIP = f"{SUBNET}.101"
+DB_BALANCERS = ("k3s-db-balancer-01", "k3s-db-balancer-02")
 GUIDE = """health_check = "mysql-check"
 rise = 30
 fall = 3
@@ -119,20 +120,51 @@ def writer_host(inv) -> str:
     return {1: DB1, 2: DB2}[sid]
 
 
+def on_host(inv, host: str, command: str) -> str:
+    """A shell command on a lab host over SSH; its stdout."""
+    p = subprocess.run(labnet.ssh_argv(inv, host, [command]), capture_output=True,
+                       text=True, timeout=60)
+    return p.stdout
+
+
+def stick_entry(inv, balancer: str) -> int | None:
+    """The writer entry (gpt0) of that balancer's HAProxy, read from its runtime API."""
+    from tasks.facts.datastore import parse_stick_table
+    return parse_stick_table(on_host(inv, balancer, "echo 'show table k3s-db' | socat stdio "
+                                     "UNIX-CONNECT:/run/haproxy/admin.sock"))
+
+
+def vip_on(inv, balancer: str) -> bool:
+    return f" {DB_VIP}/" in on_host(inv, balancer, "ip -o -4 addr show")
+
+
 # ------------------------------------------------------------------ faults
-def repl_cut(inv, on: bool) -> None:
-    """The two databases cannot reach each other; everything else can: nftables drop rules
-    between their addresses in the lab switch's namespace (table bridge <lab>_dbcut)."""
-    a, b = inv.host(DB1).address, inv.host(DB2).address
-    table = f"{lab_name(inv)}_dbcut"
-    body = (f"table bridge {table}\ndelete table bridge {table}\n")
-    if on:
+def _switch_drop(inv, name: str, rules: list[str]) -> None:
+    """nftables drop rules in the lab switch's namespace (table bridge <lab>_<name>);
+    none: the table removed."""
+    table = f"{lab_name(inv)}_{name}"
+    body = f"table bridge {table}\ndelete table bridge {table}\n"
+    if rules:
         body += (f"table bridge {table} {{\n chain forward {{\n"
                  "  type filter hook forward priority -10; policy accept;\n"
-                 f"  ip saddr {a} ip daddr {b} drop\n  ip saddr {b} ip daddr {a} drop\n"
-                 " }\n}\n")
+                 + "".join(f"  {x} drop\n" for x in rules) + " }\n}\n")
     subprocess.run(["ip", "netns", "exec", switch_ns(lab_name(inv)), "nft", "-f", "-"],
                    input=body, text=True, check=True, timeout=30)
+
+
+def repl_cut(inv, on: bool) -> None:
+    """The two databases cannot reach each other; everything else can."""
+    a, b = inv.host(DB1).address, inv.host(DB2).address
+    _switch_drop(inv, "dbcut", [f"ip saddr {a} ip daddr {b}", f"ip saddr {b} ip daddr {a}"]
+                 if on else [])
+
+
+def cut_off(inv, host: str, on: bool) -> None:
+    """`host` reaches no lab host and no lab host reaches it; only the operator still does:
+    a writer cut off from its peer and the balancers that a test can still log in to."""
+    a, op = inv.host(host).address, f"{SUBNET}.1"
+    _switch_drop(inv, "cutoff", [f"ip saddr {a} ip daddr != {op}",
+                                 f"ip daddr {a} ip saddr != {op}"] if on else [])
 
 
 @dataclass
@@ -170,7 +202,8 @@ class Result:
     lost: int
     reused: int
     errant: str          # the node db.rejoin rebuilt, "" when none
-    healthy_after: float  # seconds from the repair to both replicas healthy + equal
+    healthy_after: float | None  # seconds from the repair to both replicas healthy +
+    #                              equal; None: not within the wait
     checksum_ok: bool
 
 
@@ -221,8 +254,8 @@ def io_errors(inv) -> str:
     return out
 
 
-def verdict(inv, w: Writer, fault: str, t_fault: float, rebuilt: str, healthy: float
-            ) -> Result:
+def verdict(inv, w: Writer, fault: str, t_fault: float, rebuilt: str,
+            healthy: float | None) -> Result:
     ids = Counter(i for i, _, _ in w.acked)
     s = admin(inv, writer_host(inv))
     try:
@@ -235,8 +268,11 @@ def verdict(inv, w: Writer, fault: str, t_fault: float, rebuilt: str, healthy: f
                   sum(1 for c in ids.values() if c > 1), rebuilt, healthy, ck.returncode == 0)
 
 
-def run_fault(inv, f: Fault, heal_after: float, table: str) -> Result:
-    """One fault under load: client, fault, repair after `heal_after`, convergence, verdict."""
+def run_fault(inv, f: Fault, heal_after: float, table: str, must_heal: bool = True
+              ) -> Result:
+    """One fault under load: client, fault, repair after `heal_after`, convergence, verdict.
+    must_heal False (the bench): replication never healthy again is a figure
+    (healthy_after None), not an error."""
     w = Writer(inv, table=table)
     with w:
         time.sleep(2)
@@ -250,5 +286,10 @@ def run_fault(inv, f: Fault, heal_after: float, table: str) -> Result:
             repair(inv, f, host)
         t_repair = time.monotonic()
         time.sleep(3)
-    rebuilt, healthy = converge(inv, t_repair)
+    try:
+        rebuilt, healthy = converge(inv, t_repair)
+    except AssertionError:
+        if must_heal:
+            raise
+        rebuilt, healthy = "", None
     return verdict(inv, w, f.name, t_fault, rebuilt, healthy)

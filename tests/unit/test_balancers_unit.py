@@ -175,8 +175,12 @@ def test_datastore_has_one_writer() -> None:
     assert not any("backup" in s.split() for s in servers)
     assert [s.split()[s.split().index("id"):][:2] for s in servers] == [["id", "1"], ["id", "2"]]
     assert all(s.endswith(" send-proxy-v2") for s in servers)  # [db] proxy_protocol default
-    assert "stick-table type integer size 1 nopurge store gpt0 peers k3s-db-peers" in hap
-    assert "tcp-response content sc-set-gpt0(0) srv_id" in hap and "stick on" not in hap
+    assert "stick-table type integer size 2 nopurge store gpt0 peers k3s-db-peers" in hap
+    # a response sets the entry only while it names no UP server (no late answer of the
+    # old writer takes the writes back after a switchover)
+    assert ("tcp-response content sc-set-gpt0(0) srv_id unless { sc0_get_gpt0 eq 1 } "
+            "{ srv_is_up(k3s-db/k3s-db-01) } or { sc0_get_gpt0 eq 2 } "
+            "{ srv_is_up(k3s-db/k3s-db-02) }" in hap) and "stick on" not in hap
     assert ("use-server k3s-db-02 if { sc0_get_gpt0 eq 2 } { srv_is_up(k3s-db/k3s-db-02) }"
             in hap)
     assert "localpeer k3s-db-balancer-01" in hap

@@ -131,6 +131,17 @@ def test_status_marks_the_non_writer_errant_and_broken():
     dbtasks.mark_errant(rows, "b")
     assert rows[0]["gtid"] == "ERRANT 1-10" and "db.rejoin --host a" in rows[0]["broken"]
     assert "broken" not in rows[1]
+    # [lab] the cut-off writer's late commits, after it caught up with the new writer:
+    # a superset of the writer, not diverged, still errant
+    ahead = [{"node": "a", "executed": "1-1-10,2-2-7", "gtid": ""},
+             {"node": "b", "executed": "1-1-10,2-2-5", "gtid": ""}]
+    dbtasks.mark_errant(ahead, "b", {"a": 2, "b": 1})
+    assert ahead[0]["gtid"] == "ERRANT 2-7" and "broken" not in ahead[1]
+    # the standby read a moment after the writer holds more of the writer's own domain
+    later = [{"node": "a", "executed": "1-1-12,2-2-5", "gtid": ""},
+             {"node": "b", "executed": "1-1-10,2-2-5", "gtid": ""}]
+    dbtasks.mark_errant(later, "b", {"a": 2, "b": 1})
+    assert "broken" not in later[0] and "broken" not in later[1]
     stopped = facts.ReplicaStatus(configured=True, io_running="Yes", sql_running="No",
                                   last_sql_errno=1062, last_sql_error="Duplicate entry")
     assert "1062" in dbtasks.replica_broken(stopped)

@@ -271,3 +271,15 @@ def test_unreachable_finding():
     assert f.level is E and f.fix == "fab lab.up"
     assert f.message.endswith("refusing to send lab traffic elsewhere")
     assert v.unreachable_finding("db-1: SSH error: boom").fix.startswith("SSH as root")
+
+
+def test_peers_port_needed_on_db_balancers_with_the_shared_writer(inv):
+    from tasks.cluster.preflight import ports_needed
+    assert ports_needed(inv, inv.host("dbb-1"))[10000] == "HAProxy peers (the db writer's table)"
+    assert 10000 not in ports_needed(inv, inv.host("lb-1"))
+    assert 10000 not in ports_needed(inv, inv.host("db-1"))
+    guide = inventory.parse(INV + '\n[db]\nhealth_check = "mysql-check"\n')
+    assert 10000 not in ports_needed(guide, guide.host("dbb-1"))  # no peers section then
+    ss = 'LISTEN 0 5 0.0.0.0:10000 0.0.0.0:* users:(("nc",pid=77,fd=3))\n'
+    found = v.ports_finding("dbb-1", ports_needed(inv, inv.host("dbb-1")), parse_ss(ss))
+    assert found.level is v.Level.ERROR and "10000 (HAProxy peers" in found.message
