@@ -14,8 +14,9 @@ replication link cut (nftables drop between the two db addresses in the switch),
 repaired after --heal seconds.
 
 The guide's settings: mysql-check, primary + backup, inter 2 s fall 3 rise 30, file/position
-replication; the project's defaults: the sticky writer, the replication-aware check and
-fence, inter 500 ms fall 2 rise 3, GTID. Each runs on a fresh lab "khe" (10.77.70.0/24):
+replication, no TLS; the project's defaults: the sticky writer, the replication-aware check
+and fence, inter 500 ms fall 2 rise 3, GTID, TLS (no PROXY protocol: the writer client runs
+on this machine). Each runs on a fresh lab of its own (tests/lab/dbfail_kit.py):
   sudo .venv/bin/python bench/datastore_failover.py [--heal 20] [--only defaults|guide]
 """
 from __future__ import annotations

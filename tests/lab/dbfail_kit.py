@@ -1,5 +1,6 @@
 """Datastore failover under load, shared by tests/lab/test_dbfailover_lab.py and
-bench/datastore_failover.py: lab "khe" (10.77.70.0/24, two db balancers, two db hosts),
+bench/datastore_failover.py: a lab of its own per run ("df" + 3 random characters,
+10.77.70.0/24 when free; two db balancers, two db hosts),
 a writer client inserting through the datastore VIP and counting every acknowledgement,
 the faults (through tasks.lab.labnet, plus `repl_cut`: the two databases cannot reach each
 other while everything else can) and the verdicts read back from the databases.
@@ -18,23 +19,29 @@ import pymysql
 
 from tasks.lab import labnet
 from tasks.lab.names import lab_name, switch_ns
-from tests.lab import khd_inventory
+from tasks.db import tls
+from tests.lab import khd_inventory, labid
 from tests.lab.test_db_lab import admin, fab, secret, wait_for  # noqa: F401 - re-exported
 
-SUBNET = "10.77.70"
+NAME, SUBNET = labid.claim("df", "10.77.70")  # unique per run
 DB1, DB2 = "k3s-db-01", "k3s-db-02"
 DB_VIP = f"{SUBNET}.101"
 DB_BALANCERS = ("k3s-db-balancer-01", "k3s-db-balancer-02")
+# the guide: mysql-check, primary + backup, file/position, no TLS
 GUIDE = """health_check = "mysql-check"
 rise = 30
 fall = 3
 check_inter_ms = 2000
-gtid = false"""
+gtid = false
+tls = false"""
 
 
 def write_inventory(folder: Path, extra_db: str = "") -> Path:
-    """Lab khe: the db lab's hosts on 10.77.70.0/24, [db] = the defaults + `extra_db`."""
-    return khd_inventory.write_inventory(folder, lab=("khe", SUBNET, 47), db_section=extra_db)
+    """The db lab's hosts on this lab's subnet, [db] = the defaults + `extra_db`. No PROXY
+    protocol: the writer client runs here, on the operator machine, and the k3s user is
+    granted to the balancers (the grants under PROXY protocol are test_db_lab's)."""
+    return khd_inventory.write_inventory(folder, lab=(NAME, SUBNET, 47),
+                                         db_section=extra_db + "\nproxy_protocol = false")
 
 
 def deploy(inv) -> None:
@@ -58,7 +65,8 @@ class Writer:
     def connect(self):
         return pymysql.connect(host=DB_VIP, port=3306, user="k3s",
                                password=secret(self.inv, "k3s_db_password"), autocommit=True,
-                               connect_timeout=1, read_timeout=15, write_timeout=15)
+                               connect_timeout=1, read_timeout=15, write_timeout=15,
+                               ssl=tls.client_ssl(self.inv))
 
     def setup(self):
         db = self.connect()

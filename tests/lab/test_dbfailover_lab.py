@@ -1,5 +1,5 @@
 """Datastore failover under a writer client, on real MariaDB/HAProxy/keepalived in the lab
-(instance "khe", 10.77.70.0/24; see tests/lab/dbfail_kit.py).
+(a lab of its own per run, 10.77.70.0/24 when free; see tests/lab/dbfail_kit.py).
 
 For each fault: zero acknowledged rows lost, zero ids acknowledged twice, no failback to
 the node that failed, replication healthy again after the repair (db.rejoin where the
