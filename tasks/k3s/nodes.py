@@ -204,18 +204,21 @@ def offer_forget(r: Run, api: Connection, host: Host, why: str) -> None:
 
 
 def remove(r: Run, conn: Connection, host: Host, role: Role, api: Connection) -> bool:
-    """Drain (agents), delete the node (and its password secret), uninstall."""
+    """Drain (agents), uninstall, then delete the node (and its password secret): a node
+    deleted while its k3s still runs registers itself again ([lab] seen after a delete
+    that came before the uninstall)."""
     q = shlex.quote(host.name)
     listed = node_listed(api, host.name)
     if listed and role is Role.AGENT:
         sh(api, f"k3s kubectl drain {q} --ignore-daemonsets --delete-emptydir-data "
                 "--force --timeout=120s", timeout=150)
         r.record(host, "drain", CHANGED)
-    if listed:
-        forget_node(api, host.name)
-        r.record(host, "delete node", CHANGED)
     gone = uninstall(conn, role)
     r.record(host, "uninstall", CHANGED if gone else OK)
+    if node_listed(api, host.name):
+        forget_node(api, host.name)
+        r.record(host, "delete node", CHANGED)
+        listed = True
     if not (listed or gone):
         say(f"  {host.name}: not a node and nothing installed")
     return listed or gone
