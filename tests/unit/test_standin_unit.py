@@ -735,3 +735,27 @@ def test_install_refuses(fake_root, env, word):
 def test_install_needs_the_binary(tmp_path):
     p = _install(tmp_path)
     assert p.returncode == 1 and "Executable k3s binary not found" in p.stderr
+
+
+def test_kine_connects_in_clear_without_tls_files_and_verified_with_them(monkeypatch, tmp_path):
+    """kine registers no TLS config without datastore-cafile/-certfile/-keyfile: the
+    stand-in must not try TLS then (recent pymysql would, and the "TLS requested" check
+    refused every plain datastore: [lab] the guide's settings never started)."""
+    import pymysql
+
+    seen = []
+
+    class Probe(pymysql.connections.Connection):
+        def __init__(self, **kw):
+            super().__init__(defer_connect=True, **kw)
+            seen.append(self.ssl)
+
+    monkeypatch.setattr(kine, "tls_connection", lambda: Probe)
+    dsn = config.parse_dsn("mysql://k3s:pw@tcp(db.example:3306)/k3s")
+    kine.Kine(dsn)._connect("k3s")
+    from tasks.db import tls
+
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(tls.new_ca().cert_pem)
+    kine.Kine(dsn, ssl={"ca": str(ca)})._connect("k3s")
+    assert seen == [False, True]

@@ -185,10 +185,12 @@ class Kine:
         self._lock = threading.Lock()
 
     def _connect(self, database: str | None) -> Any:
-        d = self.dsn
+        d, ssl = self.dsn, client_tls(self.ssl)
+        # no CA/cert given: plain, as kine registers no TLS config then (recent pymysql
+        # would otherwise try TLS on its own, and the check below refuse a plain server)
         return tls_connection()(
             host=d.host, port=d.port, user=d.user, password=d.password, database=database,
-            unix_socket=d.unix_socket, ssl=client_tls(self.ssl), autocommit=True,
+            unix_socket=d.unix_socket, ssl=ssl, ssl_disabled=ssl is None, autocommit=True,
             connect_timeout=self.timeout, read_timeout=self.timeout,
             write_timeout=self.timeout, charset="utf8mb4")
 
