@@ -58,6 +58,18 @@ def secret(inv, name):
     return tomllib.loads(inv.resolve_path(inv.secrets["file"]).read_text())[name]
 
 
+def crosses(lab, value: str, src: str = DB2, dst: str = DB1) -> None:
+    """A row written on `src` is read on `dst` (replication works, really)."""
+    b = admin(lab, src)
+    b("INSERT INTO labcheck.t (v) VALUES (%s)", (value,))
+    b.close()
+    a = admin(lab, dst)
+    try:
+        assert wait_for(lambda: a("SELECT v FROM labcheck.t WHERE v=%s", (value,))), value
+    finally:
+        a.close()
+
+
 class Sql:
     """pymysql through SSH from `via` (an inventory host) to `target`:3306."""
 
@@ -475,11 +487,8 @@ def test_position_replication_moves_to_gtid_without_reset(lab):
             st = s("SHOW SLAVE STATUS")[0]
             assert st["Using_Gtid"] == "Slave_Pos" and st["Slave_SQL_Running"] == "Yes", st
             s.close()
-        b = admin(lab, DB2)
-        b("INSERT INTO labcheck.t (v) VALUES ('after gtid')")
-        b.close()
+        crosses(lab, "after gtid")
         a = admin(lab, DB1)
-        assert wait_for(lambda: a("SELECT v FROM labcheck.t WHERE v='after gtid'"))
         assert len(a("SELECT v FROM labcheck.t WHERE v='before gtid'")) == 1
         a.close()
         p = fab(lab, "db.replicate")
@@ -538,12 +547,7 @@ def test_switching_a_running_pair_to_tls_keeps_replication(lab):
         assert wait_for(lambda: s("SHOW SLAVE STATUS")[0]["Slave_IO_Running"] == "Yes"), st
         assert len(s("SELECT v FROM labcheck.t WHERE v='before tls'")) == 1
         s.close()
-    b = admin(lab, DB2)
-    b("INSERT INTO labcheck.t (v) VALUES ('over tls')")
-    b.close()
-    a = admin(lab, DB1)
-    assert wait_for(lambda: a("SELECT v FROM labcheck.t WHERE v='over tls'"))
-    a.close()
+    crosses(lab, "over tls")
     p = fab(lab, "db.checksum")
     assert p.returncode == 0, p.stdout + p.stderr
 
