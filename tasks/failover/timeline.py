@@ -61,16 +61,18 @@ class Outage:
 def gaps(samples: list[Sample], since: float = float("-inf"), until: float = float("inf")
          ) -> list[Gap]:
     """Stretches without success among the samples in [since, until]: from the first
-    non-OK sample to the next OK sample (or the last sample's time if none follows)."""
+    non-OK sample to the next OK sample (or the last sample's time if none follows). A
+    sample started before `since` and still running then (the request in flight when the
+    fault hit, e.g. a write that ends indeterminate) counts from `since`."""
     out: list[Gap] = []
     start: float | None = None
     last_t = since
     for s in samples:
-        if s.t < since or s.t > until:
+        if s.t + s.latency < since or s.t > until:
             continue
-        last_t = s.t
+        last_t = max(s.t, since)
         if not s.ok and start is None:
-            start = s.t
+            start = max(s.t, since)
         elif s.ok and start is not None:
             out.append(Gap(start, s.t))
             start = None

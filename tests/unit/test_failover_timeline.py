@@ -23,6 +23,18 @@ def test_outage_before_the_window_is_ignored_and_none_detected():
     assert o.detect_s is None and o.longest_s == 0.0
 
 
+def test_a_request_in_flight_when_the_fault_hits_counts_from_the_fault():
+    """[lab] a write sent 0.05 s before a partition, indeterminate 1.3 s later, then writes
+    on the new writer: the drill reported 0.00 s of outage (the sample started before the
+    window) while its timeline showed the gap."""
+    s = [Sample(3.0, OK, 0.01), Sample(3.95, I, 1.35), Sample(5.3, OK, 0.01),
+         Sample(5.4, OK, 0.01)]
+    o = outage(s, since=4.0)
+    assert o.detect_s == 0.0 and round(o.longest_s, 2) == 1.3
+    # one that ended before the fault is still ignored
+    assert outage([Sample(3.0, F, 0.5), Sample(3.6, OK, 0.01)], since=4.0).detect_s is None
+
+
 def test_outage_still_open_at_the_end_lasts_to_the_last_sample():
     s = series((0, OK), (1, F), (3, F))
     assert gaps(s)[0].length == 2.0
