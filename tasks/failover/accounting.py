@@ -4,8 +4,11 @@ Every insert the writer tried is a `Write`: acknowledged (with the id the server
 failed (a definite error before anything was sent, or refused) or indeterminate (a timeout
 or a connection lost after sending: it may or may not have committed). After the restore
 the drill reads the drill table on every database; `classify` says, per acknowledged write,
-whether it is present everywhere with the id that was acknowledged, lost (missing on a
-node), or under another id, and whether an acknowledged id was reused for another row.
+whether it is present everywhere with the id that was acknowledged, lost (missing on the
+node that takes writes after the restore, or on any node when that is unknown), not
+replicated (missing only on another node: a fenced node waiting for `db.rejoin`, or
+replication broken; the replication and checksum checks report it), or under another id,
+and whether an acknowledged id was reused for another row.
 `kine_check` compares the k3s datastore's revisions (kine's ids) between the nodes.
 """
 from __future__ import annotations
@@ -42,6 +45,7 @@ class SetResult:
     indeterminate: int
     indeterminate_present: int                    # committed although not acknowledged
     failed_present: tuple[int, ...] = ()          # "failed" writes found anyway (a bug)
+    unreplicated: int = 0                         # acked, on the writer, missing elsewhere
 
     @property
     def duplicates(self) -> int:
@@ -56,20 +60,25 @@ def _by_seq(table: Table) -> dict[int, int]:
     return {seq: i for i, seq in table.items()}
 
 
-def classify(writes: list[Write], tables: dict[str, Table]) -> SetResult:
-    """Every acknowledged write checked on every node's table (see the module doc)."""
+def classify(writes: list[Write], tables: dict[str, Table], writer: str | None = None
+             ) -> SetResult:
+    """Every acknowledged write checked on every node's table (see the module doc);
+    `writer`: the node taking writes after the restore (None: unknown)."""
     seqs = {node: _by_seq(t) for node, t in tables.items()}
     lost: dict[int, tuple[str, ...]] = {}
     moved: dict[int, tuple[str, ...]] = {}
     reused: dict[int, tuple[str, ...]] = {}
     ids: dict[int, list[int]] = {}
+    unreplicated = 0
     acked = [w for w in writes if w.outcome is WriteOutcome.ACK]
     for w in acked:
         if w.id is not None:
             ids.setdefault(w.id, []).append(w.seq)
         missing = tuple(n for n in tables if w.seq not in seqs[n])
-        if missing:
+        if missing and (writer is None or writer in missing):
             lost[w.seq] = missing
+        elif missing:
+            unreplicated += 1
         other_id = tuple(n for n in tables if seqs[n].get(w.seq, w.id) != w.id)
         if other_id:
             moved[w.seq] = other_id
@@ -82,12 +91,13 @@ def classify(writes: list[Write], tables: dict[str, Table]) -> SetResult:
                            if w.outcome is WriteOutcome.FAIL and w.seq in anywhere)
     return SetResult(
         acknowledged=len(acked),
-        present=sum(1 for w in acked if w.seq not in lost and w.seq not in moved),
+        present=sum(1 for w in acked if all(w.seq in t for t in seqs.values())
+                    and w.seq not in moved),
         lost=lost, moved=moved, reused=reused,
         duplicate_ids={i: tuple(s) for i, s in ids.items() if len(set(s)) > 1},
         indeterminate=len(indet),
         indeterminate_present=sum(1 for w in indet if w.seq in anywhere),
-        failed_present=failed_present)
+        failed_present=failed_present, unreplicated=unreplicated)
 
 
 @dataclass(frozen=True)

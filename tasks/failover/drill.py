@@ -10,7 +10,7 @@ from typing import Any
 from ..core.cli import say
 from ..core.run import Run
 from . import accounting, health, probes, writer as w
-from .actions import describe, fresh, inflict
+from .actions import db_writer, describe, fresh, inflict
 from .kubecreds import Creds
 from .safety import restoring, sigint_held
 from .scenarios import Scenario, Tier
@@ -133,7 +133,7 @@ def account(env: Env, res: Result, dw: w.DrillWriter) -> None:
                     or time.monotonic() > end:
                 break
             time.sleep(1)
-        res.writes = accounting.classify(dw.writes, tables)
+        res.writes = accounting.classify(dw.writes, tables, db_writer(r))
         res.checksums = sums
         kines = {n: k for n, a in admins.items()
                  if (k := w.kine_rows(a, inv.db["database"])) is not None}

@@ -60,7 +60,8 @@ def result_json(res: Result, breaches: list[Breach]) -> dict[str, Any]:
             "lost_seq": sorted(wr.lost)[:100], "duplicates": wr.duplicates,
             "reused_ids": sorted(wr.reused)[:100], "indeterminate": wr.indeterminate,
             "indeterminate_present": wr.indeterminate_present,
-            "failed_present": list(wr.failed_present)[:100]},
+            "failed_present": list(wr.failed_present)[:100],
+            "unreplicated": wr.unreplicated},
         "kine": None if k is None else {"revisions": k.revisions, "reused": list(k.differing),
                                         "missing_on": {n: len(v) for n, v in
                                                        k.missing_on.items()},

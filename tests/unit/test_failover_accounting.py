@@ -57,3 +57,17 @@ def test_kine_reused_revision_and_missing_ids():
     assert k.missing_on == {"b": (4,)}
     assert k.gaps == 1 and k.revisions == 3 and not k.clean
     assert kine_check({"a": {1: "x"}, "b": {1: "x"}}, "a").clean
+
+
+def test_a_row_missing_only_off_the_writer_is_not_lost_but_unreplicated():
+    """[lab] after a partition of the writer, the fenced old writer lacks the rows the new
+    one took: they are not lost (the writer has them; db.rejoin brings the node back), and
+    the replication/checksum checks report the broken node."""
+    writes = [Write(1, ACK, 10), Write(2, ACK, 11)]
+    tables = {"a": {10: 1}, "b": {10: 1, 11: 2}}
+    res = classify(writes, tables, writer="b")
+    assert not res.lost and res.unreplicated == 1 and res.present == 1
+    # the same rows when the node lacking them takes the writes (a failback): lost
+    assert list(classify(writes, tables, writer="a").lost) == [2]
+    # writer unknown: missing anywhere is lost
+    assert list(classify(writes, tables).lost) == [2]
