@@ -8,12 +8,14 @@ stdin, and in dry run only read-only probes (`write=False`) run.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 import shlex
 import socket
 import subprocess
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 import paramiko
 from fabric import Config, Connection
@@ -96,6 +98,98 @@ def open_checked(conn: Connection) -> None:
                 f"{who}: cannot read the SSH key {e.filename}: {e.strerror}. Fix: set [ssh] key "
                 f"(or hosts.{host.name}.ssh_key) to a readable private key file") from None
         raise ConnectError(f"{who}: unreachable: {e.strerror or e}") from None
+
+
+# ---------------------------------------------------------------- the pool
+PoolKey = tuple[str, str, str, str, int, bool]
+
+
+class Pool:
+    """The SSH connections of one `fab` invocation, shared by every Run in it.
+
+    `shared` is the host's one connection (what `Run.conn` returns): a task that calls
+    other tasks (cluster.deploy runs ~10) logs in once per host, not once per task. `lease`
+    lends a connection of its own to a thread that runs commands on a host in parallel with
+    others (kubectl on the first server from every joining node's thread); it goes back
+    idle for the next lease. `scope` closes them all when the outermost task ends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._shared: dict[PoolKey, Connection] = {}
+        self._idle: dict[PoolKey, list[Connection]] = {}
+        self._leased: list[Connection] = []
+        self._depth = 0
+
+    @staticmethod
+    def key(inv: Inventory, host: Host, config: Config | None) -> PoolKey:
+        dry = bool(config.run.dry) if config is not None else False
+        return (str(inv.path), host.name, host.address, host.ssh_user, host.ssh_port, dry)
+
+    def shared(self, inv: Inventory, host: Host, config: Config | None = None) -> Connection:
+        """The host's shared connection, opened (or opened again if it dropped)."""
+        k = self.key(inv, host, config)
+        with self._lock:
+            conn = self._shared.get(k)
+            if conn is None:
+                conn = self._shared[k] = connect(inv, host, config)
+        if not conn.is_connected:
+            open_checked(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def lease(self, inv: Inventory, host: Host, config: Config | None = None
+              ) -> Iterator[Connection]:
+        """A connection to `host` used by this thread alone until the block ends."""
+        k = self.key(inv, host, config)
+        with self._lock:
+            idle = self._idle.setdefault(k, [])
+            conn = idle.pop() if idle else None
+        if conn is None:
+            conn = connect(inv, host, config)
+            with self._lock:
+                self._leased.append(conn)
+        if not conn.is_connected:
+            open_checked(conn)
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                self._idle[k].append(conn)
+
+    def close_all(self) -> None:
+        with self._lock:
+            conns = list(self._shared.values()) + self._leased
+            self._shared.clear()
+            self._idle.clear()
+            self._leased.clear()
+        for conn in conns:
+            for closer in getattr(conn, "k3s_on_close", []):
+                with contextlib.suppress(Exception):
+                    closer()
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    @property
+    def scoped(self) -> bool:
+        return self._depth > 0
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Around a task: the outermost one closes every pooled connection when it ends."""
+        with self._lock:
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                last = self._depth == 0
+            if last:
+                self.close_all()
+
+
+POOL = Pool()
 
 
 # ---------------------------------------------------------------- running commands

@@ -1,0 +1,132 @@
+"""ssh.Pool: one SSH connection per host for a whole `fab` invocation (every Run and
+every nested task in it), leased extra connections for parallel threads, all closed when
+the outermost task ends."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from invoke import Context
+
+from tasks.core import cli, inventory, ssh
+from tasks.core.run import Run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class FakeConn:
+    """Counts what the pool does with it: opens (SSH handshakes) and closes."""
+
+    def __init__(self, host: Any) -> None:
+        self.host, self.opens, self.closed, self.is_connected = host, 0, False, False
+        self.k3s_host = host
+
+    def open(self) -> None:
+        self.opens += 1
+        self.is_connected = True
+
+    def close(self) -> None:
+        self.closed, self.is_connected = True, False
+
+
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> list[FakeConn]:
+    out: list[FakeConn] = []
+
+    def connect(inv: Any, host: Any, config: Any = None) -> FakeConn:
+        out.append(FakeConn(host))
+        return out[-1]
+
+    monkeypatch.setattr(ssh, "connect", connect)
+    monkeypatch.setattr(ssh, "POOL", ssh.Pool())
+    monkeypatch.setattr("tasks.core.run.POOL", ssh.POOL)
+    monkeypatch.setattr(cli, "POOL", ssh.POOL)
+    return out
+
+
+@pytest.fixture
+def inv(tmp_path: Path) -> inventory.Inventory:
+    text = (ROOT / "hosts.toml").read_text().replace("enabled = true", "enabled = false")
+    p = tmp_path / "hosts.toml"
+    p.write_text(text)
+    return inventory.load(p)
+
+
+def test_runs_of_one_invocation_share_one_connection_per_host(made, inv) -> None:
+    db1, db2 = inv.host("k3s-db-01"), inv.host("k3s-db-02")
+    with ssh.POOL.scope():
+        for title in ("db.install", "db.configure", "db.users"):  # cluster.deploy's steps
+            r = Run(Context(), title, inv=inv)
+            r.each([db1, db2], lambda conn, h: conn)
+            r.close()
+        assert len(made) == 2 and all(c.opens == 1 and not c.closed for c in made)
+    assert all(c.closed for c in made)  # the outermost scope closed them
+
+
+def test_a_run_outside_any_task_closes_its_connections(made, inv) -> None:
+    r = Run(Context(), "script", inv=inv)
+    conn = r.conn(inv.host("k3s-db-01"))
+    r.close()
+    assert conn.closed
+
+
+def test_a_dropped_connection_is_opened_again(made, inv) -> None:
+    h = inv.host("k3s-db-01")
+    with ssh.POOL.scope():
+        first = Run(Context(), "a", inv=inv).conn(h)
+        first.is_connected = False  # the host went away and came back
+        again = Run(Context(), "b", inv=inv).conn(h)
+        assert again is first and first.opens == 2
+
+
+def test_dry_and_real_runs_do_not_share(made, inv) -> None:
+    h = inv.host("k3s-db-01")
+    with ssh.POOL.scope():
+        real = Run(Context(), "a", inv=inv).conn(h)
+        dry = Run(Context(), "b", inv=inv, dry=True).conn(h)
+        assert dry is not real
+
+
+def test_parallel_leases_get_their_own_connection_and_reuse_idle_ones(made, inv) -> None:
+    h = inv.host("k3s-server-01")
+    inside = threading.Barrier(3, timeout=5)
+    got: list[Any] = []
+
+    def lease() -> None:
+        with ssh.POOL.lease(inv, h) as conn:
+            got.append(conn)
+            inside.wait()  # all three hold a lease at once
+
+    with ssh.POOL.scope():
+        threads = [threading.Thread(target=lease) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len({id(c) for c in got}) == 3  # never one Connection in two threads
+        with ssh.POOL.lease(inv, h) as again:
+            assert again in got and len(made) == 3  # an idle one, no new handshake
+    assert all(c.closed for c in made)
+
+
+def test_nested_tasks_share_the_pool_and_the_outermost_closes_it(made, inv) -> None:
+    h = inv.host("k3s-db-01")
+    seen: list[Any] = []
+
+    @cli.k3s_task
+    def inner(c: Context) -> None:
+        r = Run(c, "inner", inv=inv)
+        seen.append(r.conn(h))
+        r.close()
+        assert not seen[-1].closed
+
+    @cli.k3s_task
+    def outer(c: Context) -> None:
+        inner(c)
+        inner(c)
+        assert not seen[0].closed
+
+    outer(Context())
+    assert len(made) == 1 and seen[0] is seen[1] and made[0].opens == 1 and made[0].closed
