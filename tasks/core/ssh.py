@@ -289,6 +289,20 @@ def read_file(conn: Connection, path: str) -> bytes | None:
     return base64.b64decode(res.stdout.strip())
 
 
+def read_file_meta(conn: Connection, path: str
+                   ) -> tuple[bytes | None, tuple[str, str, str] | None]:
+    """(content, (mode, owner, group)) of a remote file in one round trip, (None, None) if
+    it does not exist (read-only, runs in dry mode). Mode zero-padded to 4 digits."""
+    q = shlex.quote(path)
+    res = sh(conn, f"test -e {q} && stat -c '%a %U %G' {q} && base64 -w0 {q}",
+             warn=True, write=False)
+    if res.exited != 0:
+        return None, None
+    meta, _, data = res.stdout.partition("\n")
+    mode, owner, group = meta.split()
+    return base64.b64decode(data.strip()), (mode.rjust(4, "0"), owner, group)
+
+
 # ---------------------------------------------------------------- host facts
 def parse_os_release(text: str) -> dict[str, str]:
     """/etc/os-release as a dict, quotes removed."""
@@ -297,8 +311,13 @@ def parse_os_release(text: str) -> dict[str, str]:
 
 
 def os_release(conn: Connection) -> dict[str, str]:
-    """The host's /etc/os-release (read-only, runs in dry mode too)."""
-    return parse_os_release((read_file(conn, "/etc/os-release") or b"").decode())
+    """The host's /etc/os-release (read-only, runs in dry mode too), read once per
+    connection: every step of a run asks it, and it does not change under us."""
+    cached = getattr(conn, "k3s_os_release", None)
+    if cached is None:
+        cached = parse_os_release((read_file(conn, "/etc/os-release") or b"").decode())
+        conn.k3s_os_release = cached  # type: ignore[attr-defined]
+    return dict(cached)
 
 
 def os_family(conn: Connection) -> str:

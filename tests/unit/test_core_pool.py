@@ -130,3 +130,38 @@ def test_nested_tasks_share_the_pool_and_the_outermost_closes_it(made, inv) -> N
 
     outer(Context())
     assert len(made) == 1 and seen[0] is seen[1] and made[0].opens == 1 and made[0].closed
+
+
+# ---- fewer round trips per step: what every step asks, asked once
+
+class Shell(FakeConn):
+    """Answers commands from a dict; keeps what was run."""
+
+    def __init__(self, answers: dict[str, tuple[int, str]]) -> None:
+        super().__init__(None)
+        self.user, self.answers, self.ran = "root", answers, []
+        self.config = Context().config
+
+    def run(self, command: str, **kw: Any) -> Any:
+        from invoke import Result
+
+        self.ran.append(command)
+        code, out = self.answers[command]
+        return Result(out, exited=code)
+
+
+def test_os_release_is_read_once_per_connection() -> None:
+    conn = Shell({"test -e /etc/os-release && base64 -w0 /etc/os-release":
+                  (0, "SUQ9ZGViaWFuClZFUlNJT05fSUQ9IjEyIgo=")})  # ID=debian VERSION_ID="12"
+    assert ssh.os_family(conn) == "debian" and ssh.os_release(conn)["VERSION_ID"] == "12"
+    ssh.os_release(conn)["ID"] = "changed by a caller"
+    assert ssh.os_release(conn)["ID"] == "debian" and len(conn.ran) == 1
+
+
+def test_file_content_and_mode_in_one_round_trip() -> None:
+    cmd = "test -e /etc/x.cfg && stat -c '%a %U %G' /etc/x.cfg && base64 -w0 /etc/x.cfg"
+    conn = Shell({cmd: (0, "644 root haproxy\naGVsbG8K")})
+    assert ssh.read_file_meta(conn, "/etc/x.cfg") == (b"hello\n", ("0644", "root", "haproxy"))
+    assert conn.ran == [cmd]
+    missing = Shell({cmd: (1, "")})
+    assert ssh.read_file_meta(missing, "/etc/x.cfg") == (None, None)

@@ -52,12 +52,19 @@ class FakeHost(Context):
             data = self.files.get(m.group(1))
             return Result(base64.b64encode(data.encode()).decode() if data is not None else "",
                           exited=0 if data is not None else 1)
+        m = re.match(r"test -e (\S+) && stat -c '%a %U %G' \1 && base64 -w0 \1$", command)
+        if m:  # ssh.read_file_meta
+            data = self.files.get(m.group(1))
+            return Result("600 root root\n" + base64.b64encode(data.encode()).decode()
+                          if data is not None else "", exited=0 if data is not None else 1)
         m = re.match(r"test -[fs] (\S+)$", command)
         if m:
             return Result("", exited=0 if m.group(1) in self.files else 1)
         if command.startswith("stat -c"):
             return Result("600 root root\n") if command.split()[-1] in self.files \
                 else Result("", exited=1)
+        if command.startswith('echo "$(systemctl is-enabled '):  # ops.service_state
+            return Result(f"enabled\n{self.active}\n")
         if command.startswith("systemctl is-active"):
             return Result(self.active + "\n", exited=0 if self.active == "active" else 3)
         if "k3s --version" in command:
