@@ -65,12 +65,20 @@ def connect(inv: Inventory, host: Host, config: Config | None = None) -> Connect
     return conn
 
 
+KEEPALIVE_S = 15
+
+
 def open_checked(conn: Connection) -> None:
     """Open the SSH session, turning every failure into a ConnectError naming the cause."""
     host: Host = conn.k3s_host  # type: ignore[attr-defined]
     who = f"{host.name} ({host.ssh_user}@{host.address}:{host.ssh_port})"
     try:
         conn.open()
+        # a pooled connection idles between stages: keepalives hold NAT/firewall state
+        # and let paramiko notice a dead peer instead of hanging on it
+        transport = conn.client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(KEEPALIVE_S)
     except paramiko.BadHostKeyException as e:
         raise ConnectError(
             f"{who}: host key CHANGED (got {e.key.get_name()} {e.key.get_fingerprint().hex()}); "

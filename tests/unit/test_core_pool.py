@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,6 +23,9 @@ class FakeConn:
     def __init__(self, host: Any) -> None:
         self.host, self.opens, self.closed, self.is_connected = host, 0, False, False
         self.k3s_host = host
+        self.keepalive = 0
+        transport = SimpleNamespace(set_keepalive=lambda s: setattr(self, "keepalive", s))
+        self.client = SimpleNamespace(get_transport=lambda: transport)
 
     def open(self) -> None:
         self.opens += 1
@@ -62,6 +66,7 @@ def test_runs_of_one_invocation_share_one_connection_per_host(made, inv) -> None
             r.each([db1, db2], lambda conn, h: conn)
             r.close()
         assert len(made) == 2 and all(c.opens == 1 and not c.closed for c in made)
+        assert all(c.keepalive == ssh.KEEPALIVE_S for c in made)  # idle between stages
     assert all(c.closed for c in made)  # the outermost scope closed them
 
 
