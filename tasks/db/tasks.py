@@ -6,6 +6,8 @@ The secrets a task needs are resolved once, before it fans out over the db hosts
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from typing import Any
 
@@ -96,6 +98,7 @@ def configure(c: Context, dry: bool = False, yes: bool = False) -> None:
     """my.cnf drop-in (server_id, binlog, relay log, ROW, semi-sync ...); restart only if changed."""
     with run_session(c, "db.configure", dry=dry, yes=yes) as r:
         inv = r.inv
+        one_at_a_time = threading.Lock()  # restarts: the other node serves meanwhile
 
         def one(conn: Connection, h: Host) -> None:
             d = facts.server_version(conn, h.name)
@@ -111,8 +114,9 @@ def configure(c: Context, dry: bool = False, yes: bool = False) -> None:
                 conn, "/var/log/mysql", mode="2750", owner="mysql", group="adm"))
             changed = r.step(h, "my.cnf drop-in", lambda: ensure_file(
                 conn, config_path(d, os_family(conn)), text, mode="0644"))
-            r.step(h, f"service {svc}", lambda: ensure_service(
-                conn, svc, changed_inputs=changed))
+            with one_at_a_time if changed else contextlib.nullcontext():
+                r.step(h, f"service {svc}", lambda: ensure_service(
+                    conn, svc, changed_inputs=changed))
 
         r.each(db_hosts(inv), one)
 

@@ -342,7 +342,12 @@ def test_adopt_reports_then_deploy_takes_over(khg):
         assert seen[-1].io_running == "Yes" and seen[-1].sql_running == "Yes", seen[-1]
         rows = sql(inv, d, "SELECT COUNT(*) FROM k3s.before_adopt;\n").split()
         assert rows[-1] == "3", (d, rows)
-    assert k3s_state(inv) == k3s_before, "k3s restarted or its token changed"
+    k3s_after = k3s_state(inv)
+    why = {h: ssh(inv, h, "journalctl -u k3s --no-pager -o cat | grep -E 'exiting|Starting k3s'",
+                  check=False)[-600:] for h in k3s_after}
+    assert k3s_after == k3s_before, ("k3s restarted or its token changed", k3s_before,
+                                     k3s_after, why, [ln for ln in dep.stdout.splitlines()
+                                                      if "k3s-server" in ln])
     assert "k3s kept running" in dep.stdout and "not yet in effect" not in dep.stdout, dep.stdout
     for h in ("k3s-server-01", "k3s-server-02"):  # config.yaml now ours, and the unit as built
         assert "tls-san" in ssh(inv, h, "cat /etc/rancher/k3s/config.yaml")
