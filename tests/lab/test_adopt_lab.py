@@ -333,8 +333,9 @@ def test_adopt_reports_then_deploy_takes_over(khg):
     assert after == holders, (holders, after)
     for d in DBS:
         seen = [before[d]] + probe.rep[d] + [replica(inv, d)]
-        files = [(s.relay_source_log_file, s.exec_pos) for s in seen if s.configured]
-        assert len(files) == len(seen), f"{d}: replication was reset (not configured)"
+        assert all(s.configured for s in seen), f"{d}: replication was reset (not configured)"
+        # a sample while mysqld (re)starts shows no position yet: not a reset
+        files = [(s.relay_source_log_file, s.exec_pos) for s in seen if s.relay_source_log_file]
         assert files == sorted(files), f"{d}: Exec_Master_Log_Pos went back: {files}"
         stopped = [s for s in seen if s.io_running != "Yes" or s.sql_running != "Yes"]
         print(f"{d}: {len(seen)} samples, {len(stopped)} with a thread not running")
