@@ -32,17 +32,19 @@ from tests.lab.test_cluster_lab import guide_inventory  # noqa: E402
 NAME, SUBNET = "khcb", "10.77.81"
 
 
-def fab(path: Path, *args: str) -> tuple[float, str]:
+def fab(path: Path, *args: str, traced: bool = False) -> tuple[float, str]:
+    """Run fab (traced: under bench/trace_fab.py, whose table is returned instead)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
     env["K3S_HA_INVENTORY"] = str(path)
+    runner = [str(ROOT / "bench" / "trace_fab.py")] if traced else ["-m", "fabric"]
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "fabric", *args], cwd=ROOT, env=env, text=True,
+    p = subprocess.run([sys.executable, *runner, *args], cwd=ROOT, env=env, text=True,
                        capture_output=True, stdin=subprocess.DEVNULL, timeout=1500)
     took = time.monotonic() - t0
     if p.returncode != 0:
         raise SystemExit(f"fab {' '.join(args)} failed ({p.returncode}):\n{p.stdout[-4000:]}"
                          f"\n{p.stderr[-2000:]}")
-    return took, p.stdout
+    return took, p.stderr if traced else p.stdout
 
 
 def agents_text(first: int, count: int) -> str:
@@ -75,6 +77,7 @@ def main() -> None:
         cold, out = fab(path, "cluster.deploy", "--yes")
         stages = re.search(r"stage times: (.*)", out)
         noops = noop_runs(path, args.noop_runs)
+        _, trace = fab(path, "cluster.deploy", "--yes", traced=True)
         path.write_text(base + agents_text(3, 1))
         labnet.up(inventory.load(path), log=lambda m: None)
         one, _ = fab(path, "k3s.join-agent", "--host", "k3s-agent-03", "--yes")
@@ -92,6 +95,7 @@ def main() -> None:
           f"min {min(secs):.1f}, max {max(secs):.1f} over {len(secs)} runs")
     for took, load, stages in noops:
         print(f"  {took:5.1f} s at load {load:4.1f}: {stages}")
+    print("one more no-op, traced (bench/trace_fab.py):" + trace)
     print(f"join 1 new agent: {one:.1f} s; join 8 new agents: {eight:.1f} s "
           f"= {eight / one:.2f}x (target < 1.5x)")
 
