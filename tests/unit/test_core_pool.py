@@ -170,3 +170,17 @@ def test_file_content_and_mode_in_one_round_trip() -> None:
     assert conn.ran == [cmd]
     missing = Shell({cmd: (1, "")})
     assert ssh.read_file_meta(missing, "/etc/x.cfg") == (None, None)
+
+
+def test_server_version_asked_once_per_connection_unless_it_failed() -> None:
+    from tasks.core.errors import StepFailed
+    from tasks.facts import mysql
+
+    cmd = "mysql -NBe 'SELECT VERSION()'"
+    down = Shell({cmd: (1, "")})
+    for _ in range(2):  # not answering is never remembered
+        with pytest.raises(StepFailed, match="does not answer"):
+            mysql.server_version(down, "db1")
+    up = Shell({cmd: (0, "10.11.6-MariaDB-0+deb12u1\n")})
+    assert mysql.server_version(up, "db1") is mysql.server_version(up, "db1")
+    assert up.ran == [cmd] and mysql.server_version(up, "db1").mariadb
