@@ -84,8 +84,8 @@ def _api_proxy(inv: Inventory, check_cert: bool = False) -> dict[str, Any]:
                               "on-error mark-down",
             "comment": f"k3s API: :{b['api_port']} to the k3s servers' :{K3S_API_PORT}, {how}, "
                        f"check {check}" + ("" if check == b["api_health_check"] else
-                                           f" (readyz configured: no check certificate yet, "
-                                           f"fab balancers.api-check-cert)")}
+                                           " (readyz configured: no check certificate yet, "
+                                           "fab balancers.api-check-cert)")}
 
 
 DB_PEERS = "k3s-db-peers"

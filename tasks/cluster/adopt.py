@@ -18,12 +18,14 @@ from fabric import Connection
 
 from ..balancers import config as bconfig
 from ..core.errors import K3sHaError
-from ..core.inventory import Host, Inventory
+from ..core.inventory import K3S_API_PORT, Host, Inventory
 from ..core.run import Run
 from ..core.ssh import read_file, sh
 from ..db import replication
 from ..facts import mysql as mfacts
 from ..facts import vrrp
+from ..k3s import effect
+from ..k3s.config import Role, node_config
 
 
 class Risk(enum.Enum):
@@ -166,16 +168,39 @@ for u in k3s k3s-agent; do echo "unit $u $(systemctl is-active $u 2>/dev/null)";
 """
 
 
-def compare_k3s(h: Host, probe: str) -> list[Finding]:
+def compare_k3s(h: Host, probe: str, missing: list[str] | None = None) -> list[Finding]:
+    """missing: the config.yaml settings the running k3s does not have yet (k3s.effect),
+    None when not read (k3s not running)."""
     present = [ln.split()[1] for ln in probe.splitlines() if ln.startswith("present ")]
     units = dict(ln.split()[1:3] for ln in probe.splitlines()
                  if ln.startswith("unit ") and len(ln.split()) >= 3)
     unit = "k3s" if "k3s-server" in h.roles else "k3s-agent"
     if not present:
         return [Finding(h.name, "k3s", "not installed", unit, "install + start")]
-    return [Finding(h.name, "k3s", f"{unit} {units.get(unit, '?')}; "
-                    + ", ".join(p.rsplit("/", 1)[-1] for p in present), unit,
-                    "keep running: restarted only if its unit or env file changes")]
+    out = [Finding(h.name, "k3s", f"{unit} {units.get(unit, '?')}; "
+                   + ", ".join(p.rsplit("/", 1)[-1] for p in present), unit,
+                   "keep running: restarted only if its unit, env file or a setting changes")]
+    if missing is not None:
+        has_cfg = any(p.endswith("config.yaml") for p in present)
+        found = "ours or hand-written" if has_cfg else "absent (flags on the unit's command line)"
+        out.append(Finding(
+            h.name, "config.yaml", found, "rendered from the inventory",
+            "write; no restart: every setting already in effect" if not missing else
+            f"write + restart once ({', '.join(missing)} not in effect)",
+            Risk.BRIEF if missing else Risk.NONE))
+    return out
+
+
+def read_k3s(r: Run, conn: Connection, h: Host) -> list[Finding]:
+    probe = sh(conn, K3S_PROBE, warn=True, write=False).stdout
+    unit = "k3s" if h.has("k3s-server") else "k3s-agent"
+    if f"unit {unit} active" not in probe:
+        return compare_k3s(h, probe)
+    first = r.inv.with_role("k3s-server")[0]
+    cfg = node_config(r.inv, h, Role.SERVER if h.has("k3s-server") else Role.AGENT)
+    with r.lease(first) as api:  # kubectl on the first server, one connection per thread
+        run = effect.observe(conn, api, h.name, cfg, K3S_API_PORT)
+    return compare_k3s(h, probe, effect.not_in_effect(cfg, run))
 
 
 def read_all(r: Run) -> list[Finding]:
@@ -202,8 +227,7 @@ def read_all(r: Run) -> list[Finding]:
 
     k3s = inv.with_role("k3s-server") + inv.with_role("k3s-agent")
     res = {**r.each(bal, balancer), **r.each(dbs, db),
-           **r.each(k3s, lambda conn, h: compare_k3s(h, sh(conn, K3S_PROBE, warn=True,
-                                                            write=False).stdout))}
+           **r.each(k3s, lambda conn, h: read_k3s(r, conn, h))}
     for h in bal + dbs + k3s:
         findings += res.get(h.name, [])
     return findings

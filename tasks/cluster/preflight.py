@@ -21,7 +21,7 @@ from ..core.cli import say
 from ..core.inventory import Host, Inventory, Vip
 from ..core.run import Run, fan_out
 from ..core.errors import ConnectError, InputError, K3sHaError, StepFailed
-from ..core.ssh import lab_route_ok, os_release, sh
+from ..core.ssh import lab_route_ok, parse_os_release
 from ..facts import host as facts
 from ..facts import vrrp
 from . import verdicts as v
@@ -83,22 +83,19 @@ def gather(r: Run, h: Host) -> HostFacts:
 
 
 def _gather(r: Run, h: Host, conn: Connection) -> HostFacts:
-    who = sh(conn, "id -u", write=False, warn=True)
-    if who.exited != 0 or who.stdout.strip() != "0":
+    names = list(v.names_needed(r.inv, h))
+    code, err, b = facts.basics(conn, names, "/var/lib" if h.has("db") else None)
+    if b.uid != "0":
         raise StepFailed(f"{h.name}: cannot run commands as root (sudo -n failed: "
-                         f"{(who.stderr or who.stdout).strip()[:200]}). Fix: log in as root or "
+                         f"{(err or f'exit {code}').strip()[:200]}). Fix: log in as root or "
                          "give the SSH user passwordless sudo")
-    f = HostFacts(h, os=os_release(conn), clock=facts.clock(conn))
-    f.names = facts.resolve(conn, list(v.names_needed(r.inv, h)))
-    f.swaps = facts.swaps(conn)
+    f = HostFacts(h, os=parse_os_release(b.os_release), clock=facts.clock(conn),
+                  names=b.names, swaps=b.swaps, addrs=b.addrs, free=b.free)
     f.listeners = facts.listeners(conn)
-    f.addrs = facts.addrs(conn)
-    if h.has("db"):
-        f.free = facts.free_bytes(conn, "/var/lib")
     if is_balancer(h) or h.has("db"):
         f.sources = facts.package_sources(conn)
     if is_balancer(h):
-        f.links = facts.links(conn)
+        f.links = b.links
     return f
 
 

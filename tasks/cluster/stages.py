@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from invoke import Context
 
@@ -50,6 +50,44 @@ def wait_datastore_writer(c: Context, dry: bool = False, yes: bool = False) -> N
             f"(via {w.via})")
 
 
+class HealthFirst:
+    """The db http health endpoint before balancers.deploy switches HAProxy's check to it,
+    when the databases already run (a cluster built by hand, or a re-run); otherwise every
+    db server fails the new check until the databases stage, the datastore VIP has no
+    server and a running k3s loses its datastore (k3s exits after ~10 s of that). On a
+    fresh cluster (no database yet) it is installed in the databases stage instead."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def first(self, c: Context, dry: bool = False, yes: bool = False) -> None:
+        from ..db.health import ensure_health
+        from ..facts.mysql import server_version
+
+        with run_session(c, "cluster.deploy: db health endpoint", dry=dry, yes=yes) as r:
+            dbs = r.inv.with_role("db")
+
+            def running(conn: Any, h: Any) -> bool:
+                try:
+                    server_version(conn, h.name)
+                    return True
+                except StepFailed:
+                    return False
+
+            if not all(r.each(dbs, running).values()):
+                for h in dbs:
+                    r.record(h, "health endpoint", OK, "later: in the databases stage")
+                return
+            r.each(dbs, lambda conn, h: ensure_health(r, conn, h))
+            self.done = True
+
+    def later(self, c: Context, dry: bool = False, yes: bool = False) -> None:
+        from ..db import tasks as db
+
+        if not self.done:
+            db.health(c, dry=dry, yes=yes)
+
+
 def verify(c: Context, dry: bool = False, yes: bool = False) -> None:
     """Every k3s host a Ready node, the datastore VIP has a writer, each VIP one holder."""
     from ..k3s.stages import check_ready
@@ -84,11 +122,13 @@ def stages(inv: Inventory) -> list[Stage]:
     from ..db import tasks as db
     from ..k3s import tasks as k3s
 
+    http = inv.db["health_check"] == "http"
+    health = HealthFirst()
     dbs: list[tuple[str, Task]] = [
         ("db.install", db.install), ("db.configure", db.configure), ("db.secure", db.secure),
         ("db.replicate", db.replicate), ("db.users", db.users)]
-    if inv.db["health_check"] == "http":
-        dbs.append(("db.health", db.health))
+    if http:
+        dbs.append(("db.health", health.later))
     dbs.append(("datastore writer", wait_datastore_writer))
     n = {r: len(inv.with_role(r)) for r in ("k3s-server", "k3s-agent")}
     servers: list[tuple[str, Task]] = [("k3s.install-server", k3s.install_server)]
@@ -99,7 +139,8 @@ def stages(inv: Inventory) -> list[Stage]:
         Stage("balancers", "HAProxy + keepalived installed and configured on the "
               f"{len(inv.with_role('k3s-balancer') + inv.with_role('db-balancer'))} balancers "
               "(reload, never restart, on a config change)",
-              (("balancers.deploy", balancers.deploy),)),
+              ((("db health endpoint first", health.first),) if http else ())
+              + (("balancers.deploy", balancers.deploy),)),
         Stage("databases", f"MariaDB/MySQL on the {len(inv.with_role('db'))} db hosts: "
               "config, secure, master-master replication, the k3s and check users",
               tuple(dbs)),

@@ -14,6 +14,7 @@ from invoke import Context, Exit, task
 from tabulate import tabulate
 
 from .errors import K3sHaError
+from .ssh import POOL
 
 log = logging.getLogger("k3sha")
 _print_lock = threading.Lock()
@@ -36,7 +37,8 @@ def k3s_task(*args: Any, **kwargs: Any) -> Callable:
                     logging.getLogger(noisy).setLevel(logging.WARNING)
                 logging.getLogger("k3sha").setLevel(logging.DEBUG)
             try:
-                return fn(c, *a, **kw)
+                with POOL.scope():  # one SSH connection per host for the whole invocation
+                    return fn(c, *a, **kw)
             except K3sHaError as e:
                 raise Exit(f"error: {e}", code=e.exit_code) from None
             except KeyboardInterrupt:

@@ -17,7 +17,7 @@ from fabric import Connection
 
 from .errors import StepFailed
 from .run import poll
-from .ssh import host_name, is_dry, os_family, put_private, read_file, sh
+from .ssh import host_name, is_dry, os_family, put_private, read_file_meta, sh
 
 log = logging.getLogger("k3sha")
 
@@ -100,8 +100,7 @@ def ensure_file(conn: Connection, path: str, content: str | bytes, *, mode: str 
     """
     data = content.encode() if isinstance(content, str) else content
     name = conn.k3s_host.name  # type: ignore[attr-defined]
-    current = read_file(conn, path)
-    st = _stat(conn, path) if current is not None else None
+    current, st = read_file_meta(conn, path)
     want_meta = (mode.rjust(4, "0"), owner, group)
     if current is not None and sha256(current) == sha256(data):
         if st == want_meta:
@@ -154,8 +153,9 @@ def ensure_dir(conn: Connection, path: str, *, mode: str = "0755", owner: str = 
 def service_state(conn: Connection, name: str) -> tuple[bool, bool]:
     """(enabled, active) for a systemd unit."""
     q = shlex.quote(name)
-    enabled = sh(conn, f"systemctl is-enabled {q}", warn=True, write=False).stdout.strip()
-    active = sh(conn, f"systemctl is-active {q}", warn=True, write=False).stdout.strip()
+    out = sh(conn, f"echo \"$(systemctl is-enabled {q} 2>/dev/null)\"; systemctl is-active {q}",
+             warn=True, write=False).stdout.split("\n")
+    enabled, active = out[0].strip(), (out[1].strip() if len(out) > 1 else "")
     return enabled in ("enabled", "static", "alias", "generated"), active == "active"
 
 

@@ -20,7 +20,7 @@ from . import inventory as inventory_mod
 from .cli import say
 from .errors import ConnectError, K3sHaError
 from .inventory import Host, Inventory
-from .ssh import connect, lab_route_ok, open_checked
+from .ssh import POOL, lab_route_ok
 
 OK, CHANGED, FAILED = "ok", "changed", "failed"
 
@@ -39,28 +39,31 @@ class Run:
         self.yes = yes
         self.results: "OrderedDict[tuple[str, str], str]" = OrderedDict()
         self.notes: dict[str, str] = {}
-        self._conns: dict[str, Connection] = {}
+        self._conns: dict[str, Connection] = {}  # host -> the pool's connection, as handed out
         self._lock = threading.Lock()
         if self.dry:
             say(f"{title}: DRY RUN, nothing will be changed")
 
-    # connections
+    # connections: one per host, from the invocation's pool (ssh.POOL)
     def conn(self, host: Host) -> Connection:
         with self._lock:
-            if host.name not in self._conns:
-                self._conns[host.name] = connect(self.inv, host, self.c.config)
-            conn = self._conns[host.name]
-        if not conn.is_connected:
-            open_checked(conn)
+            conn = self._conns.get(host.name)
+        if conn is None or not conn.is_connected:
+            conn = POOL.shared(self.inv, host, self.c.config)  # (re)opened there
+            with self._lock:
+                self._conns[host.name] = conn
         return conn
 
+    def lease(self, host: Host) -> Any:
+        """`with r.lease(host) as conn:` a connection for this thread alone (ssh.Pool.lease)."""
+        return POOL.lease(self.inv, host, self.c.config)
+
     def close(self) -> None:
-        for conn in self._conns.values():
-            try:
-                conn.close()
-            except Exception:  # pragma: no cover
-                pass
+        """Inside a task the pool outlives the run (the outermost task closes it); a Run
+        used on its own (a script, a test) closes its connections here."""
         self._conns.clear()
+        if not POOL.scoped:
+            POOL.close_all()
 
     # steps
     def record(self, host: Host | str, step: str, status: str, note: str = "") -> None:

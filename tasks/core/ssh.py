@@ -8,12 +8,14 @@ stdin, and in dry run only read-only probes (`write=False`) run.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 import shlex
 import socket
 import subprocess
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 import paramiko
 from fabric import Config, Connection
@@ -63,12 +65,20 @@ def connect(inv: Inventory, host: Host, config: Config | None = None) -> Connect
     return conn
 
 
+KEEPALIVE_S = 15
+
+
 def open_checked(conn: Connection) -> None:
     """Open the SSH session, turning every failure into a ConnectError naming the cause."""
     host: Host = conn.k3s_host  # type: ignore[attr-defined]
     who = f"{host.name} ({host.ssh_user}@{host.address}:{host.ssh_port})"
     try:
         conn.open()
+        # a pooled connection idles between stages: keepalives hold NAT/firewall state
+        # and let paramiko notice a dead peer instead of hanging on it
+        transport = conn.client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(KEEPALIVE_S)
     except paramiko.BadHostKeyException as e:
         raise ConnectError(
             f"{who}: host key CHANGED (got {e.key.get_name()} {e.key.get_fingerprint().hex()}); "
@@ -96,6 +106,98 @@ def open_checked(conn: Connection) -> None:
                 f"{who}: cannot read the SSH key {e.filename}: {e.strerror}. Fix: set [ssh] key "
                 f"(or hosts.{host.name}.ssh_key) to a readable private key file") from None
         raise ConnectError(f"{who}: unreachable: {e.strerror or e}") from None
+
+
+# ---------------------------------------------------------------- the pool
+PoolKey = tuple[str, str, str, str, int, bool]
+
+
+class Pool:
+    """The SSH connections of one `fab` invocation, shared by every Run in it.
+
+    `shared` is the host's one connection (what `Run.conn` returns): a task that calls
+    other tasks (cluster.deploy runs ~10) logs in once per host, not once per task. `lease`
+    lends a connection of its own to a thread that runs commands on a host in parallel with
+    others (kubectl on the first server from every joining node's thread); it goes back
+    idle for the next lease. `scope` closes them all when the outermost task ends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._shared: dict[PoolKey, Connection] = {}
+        self._idle: dict[PoolKey, list[Connection]] = {}
+        self._leased: list[Connection] = []
+        self._depth = 0
+
+    @staticmethod
+    def key(inv: Inventory, host: Host, config: Config | None) -> PoolKey:
+        dry = bool(config.run.dry) if config is not None else False
+        return (str(inv.path), host.name, host.address, host.ssh_user, host.ssh_port, dry)
+
+    def shared(self, inv: Inventory, host: Host, config: Config | None = None) -> Connection:
+        """The host's shared connection, opened (or opened again if it dropped)."""
+        k = self.key(inv, host, config)
+        with self._lock:
+            conn = self._shared.get(k)
+            if conn is None:
+                conn = self._shared[k] = connect(inv, host, config)
+        if not conn.is_connected:
+            open_checked(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def lease(self, inv: Inventory, host: Host, config: Config | None = None
+              ) -> Iterator[Connection]:
+        """A connection to `host` used by this thread alone until the block ends."""
+        k = self.key(inv, host, config)
+        with self._lock:
+            idle = self._idle.setdefault(k, [])
+            conn = idle.pop() if idle else None
+        if conn is None:
+            conn = connect(inv, host, config)
+            with self._lock:
+                self._leased.append(conn)
+        if not conn.is_connected:
+            open_checked(conn)
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                self._idle[k].append(conn)
+
+    def close_all(self) -> None:
+        with self._lock:
+            conns = list(self._shared.values()) + self._leased
+            self._shared.clear()
+            self._idle.clear()
+            self._leased.clear()
+        for conn in conns:
+            for closer in getattr(conn, "k3s_on_close", []):
+                with contextlib.suppress(Exception):
+                    closer()
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    @property
+    def scoped(self) -> bool:
+        return self._depth > 0
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Around a task: the outermost one closes every pooled connection when it ends."""
+        with self._lock:
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                last = self._depth == 0
+            if last:
+                self.close_all()
+
+
+POOL = Pool()
 
 
 # ---------------------------------------------------------------- running commands
@@ -195,6 +297,20 @@ def read_file(conn: Connection, path: str) -> bytes | None:
     return base64.b64decode(res.stdout.strip())
 
 
+def read_file_meta(conn: Connection, path: str
+                   ) -> tuple[bytes | None, tuple[str, str, str] | None]:
+    """(content, (mode, owner, group)) of a remote file in one round trip, (None, None) if
+    it does not exist (read-only, runs in dry mode). Mode zero-padded to 4 digits."""
+    q = shlex.quote(path)
+    res = sh(conn, f"test -e {q} && stat -c '%a %U %G' {q} && base64 -w0 {q}",
+             warn=True, write=False)
+    if res.exited != 0:
+        return None, None
+    meta, _, data = res.stdout.partition("\n")
+    mode, owner, group = meta.split()
+    return base64.b64decode(data.strip()), (mode.rjust(4, "0"), owner, group)
+
+
 # ---------------------------------------------------------------- host facts
 def parse_os_release(text: str) -> dict[str, str]:
     """/etc/os-release as a dict, quotes removed."""
@@ -203,8 +319,13 @@ def parse_os_release(text: str) -> dict[str, str]:
 
 
 def os_release(conn: Connection) -> dict[str, str]:
-    """The host's /etc/os-release (read-only, runs in dry mode too)."""
-    return parse_os_release((read_file(conn, "/etc/os-release") or b"").decode())
+    """The host's /etc/os-release (read-only, runs in dry mode too), read once per
+    connection: every step of a run asks it, and it does not change under us."""
+    cached = getattr(conn, "k3s_os_release", None)
+    if cached is None:
+        cached = parse_os_release((read_file(conn, "/etc/os-release") or b"").decode())
+        conn.k3s_os_release = cached  # type: ignore[attr-defined]
+    return dict(cached)
 
 
 def os_family(conn: Connection) -> str:

@@ -6,6 +6,8 @@ The secrets a task needs are resolved once, before it fans out over the db hosts
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from typing import Any
 
@@ -102,6 +104,7 @@ def configure(c: Context, dry: bool = False, yes: bool = False) -> None:
             ca, made = tls.ensure_ca(inv, r.dry)
             if made:
                 say(f"  datastore CA {'would be ' if r.dry else ''}made in {tls.ca_dir(inv)}")
+        one_at_a_time = threading.Lock()  # restarts: the other node serves meanwhile
 
         def one(conn: Connection, h: Host) -> None:
             d = facts.server_version(conn, h.name)
@@ -113,8 +116,9 @@ def configure(c: Context, dry: bool = False, yes: bool = False) -> None:
                 conn, inv, h, ca))
             changed = r.step(h, "my.cnf drop-in", lambda: ensure_file(
                 conn, config_path(d, os_family(conn)), text, mode="0644"))
-            r.step(h, f"service {svc}", lambda: ensure_service(
-                conn, svc, changed_inputs=changed))
+            with one_at_a_time if changed else contextlib.nullcontext():
+                r.step(h, f"service {svc}", lambda: ensure_service(
+                    conn, svc, changed_inputs=changed))
             if certs and not changed and not r.dry:
                 r.step(h, "TLS reloaded", lambda: tls.reload_tls(conn, d.mariadb) or True)
 

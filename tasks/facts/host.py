@@ -183,6 +183,46 @@ def resolve(conn: Connection, names: list[str]) -> dict[str, list[str]]:
     return {n: parse_getent(found.get(n, "")) for n in names}
 
 
+# ---------------------------------------------------------------- one round trip
+@dataclass(frozen=True)
+class Basics:
+    """What the preflight asks every host, read in one round trip."""
+    uid: str
+    os_release: str
+    swaps: list[str]
+    addrs: dict[str, str]
+    links: dict[str, Link]
+    names: dict[str, list[str]]
+    free: int | None
+
+
+def basics_script(names: list[str], df_path: str | None) -> str:
+    parts = ["echo @id; id -u", "echo @os; cat /etc/os-release", "echo @swaps; cat /proc/swaps",
+             "echo @addrs; ip -o addr", "echo @links; ip -j link"]
+    parts += [f"echo @df; df -PB1 {shlex.quote(df_path)}"] if df_path else []
+    parts += [f"echo {shlex.quote('@name ' + n)}; getent ahosts {shlex.quote(n)}"
+              for n in names]
+    return "; ".join(parts)
+
+
+def parse_basics(text: str, names: list[str]) -> Basics:
+    found = _sections(text)
+    return Basics(uid=found.get("id", "").strip(), os_release=found.get("os", ""),
+                  swaps=parse_swaps(found.get("swaps", "")),
+                  addrs=parse_addrs(found.get("addrs", "")),
+                  links=parse_links(found.get("links", "")),
+                  names={n: parse_getent(found.get(f"name {n}", "")) for n in names},
+                  free=parse_df_free(found["df"]) if found.get("df") else None)
+
+
+def basics(conn: Connection, names: list[str], df_path: str | None = None
+           ) -> tuple[int, str, Basics]:
+    """(exit code, stderr, Basics): id, os-release, swaps, addresses, links, names and the
+    free disk at df_path, in one round trip."""
+    res = sh(conn, basics_script(names, df_path), write=False, warn=True)
+    return res.exited, res.stderr, parse_basics(res.stdout, names)
+
+
 # ---------------------------------------------------------------- package sources
 def parse_print_uris(text: str) -> list[str]:
     """`apt-get update --print-uris` -> the InRelease/Release URIs (one per suite)."""
@@ -198,10 +238,31 @@ class SourceCheck:
 
 
 # apt's own retry settings apply; one more try a second later rides out a proxy that
-# failed two clients refreshing the same file at once (apt-cacher-ng 3.7.4, README: lab)
-_FETCH = ('d=$(mktemp -d); trap \'rm -rf "$d"\' EXIT; '
-          'for i in 1 2; do /usr/lib/apt/apt-helper download-file {uri} "$d/f" 2>&1 && exit 0; '
-          'sleep 1; done; exit 1')
+# failed two clients refreshing the same file at once (apt-cacher-ng 3.7.4, README: lab).
+# Every suite is fetched at once, in one round trip: `@N RC` then that fetch's output.
+_FETCH_FN = ('d=$(mktemp -d); trap \'rm -rf "$d"\' EXIT; '
+             'f() { for i in 1 2; do /usr/lib/apt/apt-helper download-file "$1" "$d/f$2" '
+             '>"$d/o$2" 2>&1 && { echo 0 >"$d/rc$2"; return; }; sleep 1; done; '
+             'echo 1 >"$d/rc$2"; }; ')
+
+
+def fetch_script(uris: list[str]) -> str:
+    """One shell command fetching every URI in parallel, each result a `@N RC` section."""
+    starts = " ".join(f"f {shlex.quote(u)} {i} &" for i, u in enumerate(uris))
+    shows = "; ".join(f'echo "@{i} $(cat "$d/rc{i}" 2>/dev/null || echo 1)"; '
+                      f'cat "$d/o{i}" 2>/dev/null' for i in range(len(uris)))
+    return f"{_FETCH_FN}{starts} wait; {shows}"
+
+
+def parse_fetches(text: str, uris: list[str]) -> list[SourceCheck]:
+    """fetch_script's output -> one SourceCheck per URI (no section: not fetched)."""
+    found = {k.split()[0]: (k.split()[-1], v) for k, v in _sections(text).items()}
+    out = []
+    for i, uri in enumerate(uris):
+        rc, output = found.get(str(i), ("1", "no result (timed out?)"))
+        out.append(SourceCheck(uri, rc == "0",
+                               "" if rc == "0" else fetch_error(output)[-240:]))
+    return out
 
 
 def fetch_error(output: str) -> str:
@@ -221,13 +282,8 @@ def package_sources(conn: Connection, timeout: int = 20) -> list[SourceCheck]:
     if res.exited != 0 or not uris:
         return [SourceCheck("(apt sources)", False,
                             (res.stderr or res.stdout or "no sources configured").strip()[-200:])]
-    out = []
-    for uri in uris:
-        r = sh(conn, _FETCH.format(uri=shlex.quote(uri)), write=False, warn=True,
-               timeout=timeout)
-        err = "" if r.exited == 0 else fetch_error(r.stdout or f"exit {r.exited}")
-        out.append(SourceCheck(uri, r.exited == 0, err[-240:]))
-    return out
+    r = sh(conn, fetch_script(uris), write=False, warn=True, timeout=timeout)
+    return parse_fetches(r.stdout, uris)
 
 
 # ---------------------------------------------------------------- multicast between a pair

@@ -187,13 +187,19 @@ def divergence(a: str, b: str) -> Divergence:
 
 # ------------------------------------------------------------------ probes
 def server_version(conn: Connection, name: str) -> sql.Dialect:
-    """Flavor and version, asked as root over the local socket."""
+    """Flavor and version, asked as root over the local socket; once per connection (every
+    db step of a run asks it; a server that did not answer is asked again)."""
+    cached = getattr(conn, "k3s_server_version", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
     res = sh(conn, "mysql -NBe 'SELECT VERSION()'", warn=True, write=False)
     if res.exited != 0:
         raise StepFailed(f"{name}: mysqld does not answer on its local socket "
                          f"({(res.stderr or res.stdout).strip()[:200] or 'no output'}). "
                          "Fix: fab db.install, then check `systemctl status mariadb`/`mysql`")
-    return sql.parse_version(res.stdout.strip())
+    d = sql.parse_version(res.stdout.strip())
+    conn.k3s_server_version = d  # type: ignore[attr-defined]
+    return d
 
 
 def replica_status(s: Queryable) -> ReplicaStatus:

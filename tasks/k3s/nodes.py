@@ -16,13 +16,15 @@ from fabric import Connection
 
 from ..core.cli import say
 from ..core.errors import InputError, Refused, StepFailed
-from ..core.inventory import Host, Inventory
+from ..core.inventory import K3S_API_PORT, Host, Inventory
 from ..core.ops import ensure_dir, ensure_file
 from ..core.run import CHANGED, OK, Run, poll
 from ..core.secrets import confirm
 from ..core.ssh import host_name, read_file, sh
 from ..facts import k3s as facts
-from .config import CONFIG_PATH, DATASTORE_CA_PATH, NodeSpec, Role, parse_env, reconcile_env, render_env
+from . import effect
+from .config import (CONFIG_PATH, DATASTORE_CA_PATH, NodeSpec, Role, node_config, parse_env,
+                     reconcile_env, render_env)
 from .install import binary_outdated, run_installer, uninstall
 
 READY_TIMEOUT = 300
@@ -112,6 +114,10 @@ def ensure_node(r: Run, conn: Connection, spec: NodeSpec, api: Connection, *,
     if not changed and obs.running and node_ready(api, host.name):
         r.record(host, f"{role.unit} Ready", OK)
         return False
+    if changed and obs.running and not (bin_changed or env_changed or not obs.unit) \
+            and already_in_effect(r, conn, api, spec):
+        r.record(host, f"{role.unit} kept running", OK, "config.yaml already in effect")
+        return True
     if not obs.node_password and api is not conn and node_listed(api, host.name):
         offer_forget(r, api, host, "a node of this name exists but this host has no "
                      f"{NODE_PASSWORD_FILE} (rebuilt?): k3s would reject its node password")
@@ -130,6 +136,18 @@ def ensure_node(r: Run, conn: Connection, spec: NodeSpec, api: Connection, *,
     since = start(conn, role, restart=obs.running and changed)
     wait_ready(r, conn, spec, api, since, timeout)
     return True
+
+
+def already_in_effect(r: Run, conn: Connection, api: Connection, spec: NodeSpec) -> bool:
+    """Only config.yaml changed, and the running k3s already has every setting it carries
+    (a node built by hand with the same flags): no restart needed (tasks/k3s/effect.py)."""
+    cfg = node_config(r.inv, spec.host, spec.role)
+    missing = effect.not_in_effect(cfg, effect.observe(conn, api, spec.host.name, cfg,
+                                                       K3S_API_PORT))
+    if missing:
+        say(f"  {spec.host.name}: not yet in effect in the running k3s: {', '.join(missing)}"
+            " (restart)")
+    return not missing
 
 
 def start(conn: Connection, role: Role, *, restart: bool) -> str:

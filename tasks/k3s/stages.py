@@ -4,6 +4,8 @@ and a readiness check of the whole tier.
 """
 from __future__ import annotations
 
+from typing import ContextManager
+
 from fabric import Connection
 
 from ..core.cli import say
@@ -11,7 +13,6 @@ from ..core.errors import StepFailed
 from ..core.inventory import Host, Inventory
 from ..core.run import CHANGED, Run
 from ..core.secrets import get_secret
-from ..core.ssh import connect, open_checked
 from ..db.tls import ca_pem_text
 from ..facts import k3s as facts
 from . import bootstrap
@@ -25,11 +26,10 @@ def first_server(inv: Inventory) -> Host:
     return resolve_hosts(inv, Role.SERVER, [])[0]
 
 
-def api_session(r: Run, host: Host) -> Connection:
-    """A connection of its own to a server (one per thread: kubectl runs in parallel)."""
-    conn = connect(r.inv, host, r.c.config)
-    open_checked(conn)
-    return conn
+def api_session(r: Run, host: Host) -> ContextManager[Connection]:
+    """`with api_session(r, server) as api:` a connection to a server for this thread alone
+    (kubectl runs in parallel), lent by the invocation's pool and reused by the next one."""
+    return r.lease(host)
 
 
 def known_tokens(r: Run) -> list[tuple[str, Token]]:

@@ -1,8 +1,11 @@
 """Adopting a cluster built BY HAND from the guide (lab "khg", 10.77.90.0/24, the guide's ten
 hosts): balancers and databases are set up with the guide's own commands and files, then
 `fab cluster.adopt` reports the differences and `fab cluster.deploy --yes` takes over while
-both VIPs are probed and both replicas sampled. k3s is not built by hand here: deploy
-installs it (the k3s-ha stand-in, NOT k3s).
+both VIPs are probed and both replicas sampled. The two k3s servers are built by hand too,
+the guide's way: the installer (the k3s-ha stand-in's install.sh, NOT k3s, run as the upstream
+one would be in an airgap install) with K3S_DATASTORE_ENDPOINT, the token and
+`server --tls-san ... --node-taint ...`; deploy must take them over without restarting k3s
+(MainPIDs compared) and without changing the token. The agents are installed by deploy.
 """
 from __future__ import annotations
 
@@ -143,6 +146,43 @@ def replica(inv, host):
         ssh(inv, host, "mysql -e 'SHOW SLAVE STATUS\\G'")))
 
 
+def guide_k3s_env(inv) -> str:
+    """The guide's installer environment (on stdin, never in argv): datastore endpoint through
+    the datastore VIP's name, the token, the flags in INSTALL_K3S_EXEC; --tls-san for each name
+    the inventory serves the API under (the VIP's name, FQDN and address)."""
+    s = secrets(inv)
+    vip = inv.vips["api"]
+    sans = " ".join(f"--tls-san {n}" for n in (f"{vip.name}.lab.lan", vip.name, vip.address))
+    return (f"K3S_DATASTORE_ENDPOINT='mysql://k3s:{s['k3s_db_password']}@tcp("
+            f"{inv.vips['db'].name}.lab.lan:3306)/k3s'\nK3S_TOKEN='{s['k3s_token']}'\n"
+            f"INSTALL_K3S_SKIP_DOWNLOAD=true\nINSTALL_K3S_EXEC='server {sans} "
+            "--node-taint CriticalAddonsOnly=true:NoExecute'\n")
+
+
+def build_k3s_server(inv, h):
+    """Binary and install.sh copied over (airgap), the installer run, k3s Ready."""
+    folder = inv.resolve_path(inv.cluster["airgap_dir"])
+    for local, remote, mode in ((folder / "k3s", "/usr/local/bin/k3s", "755"),
+                                (folder / "install.sh", "/root/install.sh", "700")):
+        with open(local, "rb") as f:
+            subprocess.run(labnet.ssh_argv(inv, h, [f"cat > {remote} && chmod {mode} {remote}"]),
+                           stdin=f, check=True, timeout=120, capture_output=True)
+    ssh(inv, h, "set -a; . /dev/stdin; set +a; sh /root/install.sh", input=guide_k3s_env(inv),
+        timeout=300)
+    end = time.monotonic() + 120
+    while [h, "Ready"] not in [ln.split()[:2] for ln in ssh(
+            inv, h, f"k3s kubectl get node {h}", check=False).splitlines()]:
+        assert time.monotonic() < end, f"{h}: k3s built by hand is not Ready"
+        time.sleep(2)
+
+
+def k3s_state(inv):
+    """Each server's k3s MainPID and the sha256 of its token file."""
+    return {h: ssh(inv, h, "systemctl show -p MainPID --value k3s; "
+                           "sha256sum /var/lib/rancher/k3s/server/token").split()[:2]
+            for h in ("k3s-server-01", "k3s-server-02")}
+
+
 def build_by_hand(inv):
     bal = inv.with_role("k3s-balancer") + inv.with_role("db-balancer")
     dbs = inv.with_role("db")
@@ -163,6 +203,21 @@ def build_by_hand(inv):
     for d in DBS:
         r = replica(inv, d)
         assert r.io_running == "Yes" and r.sql_running == "Yes", (d, r)
+    wait_db_vip(inv)
+    for h in ("k3s-server-01", "k3s-server-02"):  # the guide: the first, then the second
+        build_k3s_server(inv, h)
+
+
+def wait_db_vip(inv, timeout=180):
+    """The guide's HAProxy admits a db server after 30 good checks (rise 30, 2 s apart)."""
+    end = time.monotonic() + timeout
+    while True:
+        out = ssh(inv, DBS[0], "MYSQL_PWD=\"$(cat)\" mysql -h %s -u k3s -NBe 'SELECT 1' k3s"
+                  % inv.vips["db"].address, check=False, input=secrets(inv)["k3s_db_password"])
+        if out.strip() == "1":
+            return
+        assert time.monotonic() < end, "the guide's datastore VIP admits no server"
+        time.sleep(3)
 
 
 class Probe:
@@ -253,10 +308,12 @@ def test_adopt_reports_then_deploy_takes_over(khg):
     assert "haproxy.cfg" in out and "differs (hand-written)" in out, out
     assert "auth PASS" in out and "account slave-user" in out, out
     assert "logs in anew" in out and "keep (no reset, no re-point)" in out, out
+    assert "config.yaml" in out and "no restart" in out, out
     holders = {k: [h.name for h in inv.with_role(v.role) if v.address in ssh(
         inv, h.name, "ip -o -4 addr show")] for k, v in inv.vips.items()}
     assert all(len(x) == 1 for x in holders.values()), holders
     before = {d: replica(inv, d) for d in DBS}
+    k3s_before = k3s_state(inv)
     probe = Probe(inv, {k: v[0] for k, v in holders.items()})
     try:
         dep = fab(inv, "cluster.deploy", "--yes", label="deploy over the hand-built cluster")
@@ -276,8 +333,9 @@ def test_adopt_reports_then_deploy_takes_over(khg):
     assert after == holders, (holders, after)
     for d in DBS:
         seen = [before[d]] + probe.rep[d] + [replica(inv, d)]
-        files = [(s.relay_source_log_file, s.exec_pos) for s in seen if s.configured]
-        assert len(files) == len(seen), f"{d}: replication was reset (not configured)"
+        assert all(s.configured for s in seen), f"{d}: replication was reset (not configured)"
+        # a sample while mysqld (re)starts shows no position yet: not a reset
+        files = [(s.relay_source_log_file, s.exec_pos) for s in seen if s.relay_source_log_file]
         assert files == sorted(files), f"{d}: Exec_Master_Log_Pos went back: {files}"
         stopped = [s for s in seen if s.io_running != "Yes" or s.sql_running != "Yes"]
         print(f"{d}: {len(seen)} samples, {len(stopped)} with a thread not running")
@@ -285,5 +343,14 @@ def test_adopt_reports_then_deploy_takes_over(khg):
         assert seen[-1].io_running == "Yes" and seen[-1].sql_running == "Yes", seen[-1]
         rows = sql(inv, d, "SELECT COUNT(*) FROM k3s.before_adopt;\n").split()
         assert rows[-1] == "3", (d, rows)
+    k3s_after = k3s_state(inv)
+    why = {h: ssh(inv, h, "journalctl -u k3s --no-pager -o cat | grep -E 'exiting|Starting k3s'",
+                  check=False)[-600:] for h in k3s_after}
+    assert k3s_after == k3s_before, ("k3s restarted or its token changed", k3s_before,
+                                     k3s_after, why, [ln for ln in dep.stdout.splitlines()
+                                                      if "k3s-server" in ln])
+    assert "k3s kept running" in dep.stdout and "not yet in effect" not in dep.stdout, dep.stdout
+    for h in ("k3s-server-01", "k3s-server-02"):  # config.yaml now ours, and the unit as built
+        assert "tls-san" in ssh(inv, h, "cat /etc/rancher/k3s/config.yaml")
     st = fab(inv, "cluster.status", "--strict", "--yes")
     assert st.returncode == 0, st.stdout + st.stderr

@@ -97,3 +97,13 @@ def test_k3s_probe():
     f = ad.compare_k3s(i_host, "present /usr/local/bin/k3s\npresent "
                        "/var/lib/rancher/k3s/server/token\nunit k3s active\n")[0]
     assert f.found == "k3s active; k3s, token" and "keep running" in f.deploy
+
+
+def test_k3s_built_by_hand_config_yaml_in_effect_or_not():
+    i_host = type("H", (), {"name": "k3s-server-01", "roles": ["k3s-server"]})()
+    probe = "present /usr/local/bin/k3s\npresent /etc/systemd/system/k3s.service\nunit k3s active\n"
+    kept = {f.item: f for f in ad.compare_k3s(i_host, probe, [])}
+    assert "absent" in kept["config.yaml"].found and "no restart" in kept["config.yaml"].deploy
+    assert kept["config.yaml"].risk is ad.Risk.NONE
+    moved = {f.item: f for f in ad.compare_k3s(i_host, probe, ["tls-san"])}["config.yaml"]
+    assert "restart once (tls-san" in moved.deploy and moved.risk is ad.Risk.BRIEF

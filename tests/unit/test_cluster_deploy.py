@@ -35,7 +35,7 @@ def test_stage_names_follow_the_guide(tmp_path):
     (tmp_path / "hosts.toml").write_text(guide_inventory())
     inv = inventory.load(tmp_path / "hosts.toml")
     got = [(s.name, [n for n, _ in s.tasks]) for s in cst.stages(inv)]
-    assert got == [("balancers", ["balancers.deploy"]),
+    assert got == [("balancers", ["db health endpoint first", "balancers.deploy"]),
                    ("databases", ["db.install", "db.configure", "db.secure", "db.replicate",
                                   "db.users", "db.health", "datastore writer"]),
                    ("servers", ["k3s.install-server"]), ("agents", ["k3s.join-agent"]),
@@ -82,3 +82,35 @@ def test_no_agents_in_the_inventory_means_an_empty_agents_stage(tmp_path):
     inv = inventory.load(tmp_path / "hosts.toml")
     agents = [s for s in cst.stages(inv) if s.name == "agents"][0]
     assert agents.tasks == () and "no k3s agent" in agents.changes
+
+
+@pytest.mark.parametrize("running", [True, False])
+def test_db_health_endpoint_before_haproxy_checks_it_when_the_databases_run(
+        tmp_path, monkeypatch, running):
+    """Adopting a hand-built cluster: the http check's endpoint must answer before
+    balancers.deploy switches HAProxy to it (else the datastore VIP has no server and a
+    running k3s exits); a fresh cluster gets it in the databases stage."""
+    from tasks.core import run as core_run
+    from tasks.db import health, tasks as dbt
+    from tasks.facts import mysql
+
+    (tmp_path / "hosts.toml").write_text(guide_inventory())
+    monkeypatch.setenv("K3S_HA_INVENTORY", str(tmp_path / "hosts.toml"))
+    monkeypatch.setattr(core_run, "lab_route_ok", lambda inv, a: True)
+    monkeypatch.setattr(core_run.Run, "conn", lambda self, h: h.name)
+    installed: list[str] = []
+
+    def version(conn, name):
+        if not running:
+            raise StepFailed(f"{name}: mysqld does not answer")
+        return "10.11"
+
+    monkeypatch.setattr(mysql, "server_version", version)
+    monkeypatch.setattr(health, "ensure_health", lambda r, conn, h: installed.append(h.name))
+    monkeypatch.setattr(dbt, "health", lambda c, dry=False, yes=False: installed.append("late"))
+    from tasks.core import inventory
+    st = {s.name: dict(s.tasks) for s in cst.stages(inventory.load(tmp_path / "hosts.toml"))}
+    st["balancers"]["db health endpoint first"](Context(), yes=True)
+    assert installed == (["k3s-db-01", "k3s-db-02"] if running else [])
+    st["databases"]["db.health"](Context(), yes=True)
+    assert installed[-1:] == (["k3s-db-02"] if running else ["late"])

@@ -52,12 +52,19 @@ class FakeHost(Context):
             data = self.files.get(m.group(1))
             return Result(base64.b64encode(data.encode()).decode() if data is not None else "",
                           exited=0 if data is not None else 1)
+        m = re.match(r"test -e (\S+) && stat -c '%a %U %G' \1 && base64 -w0 \1$", command)
+        if m:  # ssh.read_file_meta
+            data = self.files.get(m.group(1))
+            return Result("600 root root\n" + base64.b64encode(data.encode()).decode()
+                          if data is not None else "", exited=0 if data is not None else 1)
         m = re.match(r"test -[fs] (\S+)$", command)
         if m:
             return Result("", exited=0 if m.group(1) in self.files else 1)
         if command.startswith("stat -c"):
             return Result("600 root root\n") if command.split()[-1] in self.files \
                 else Result("", exited=1)
+        if command.startswith('echo "$(systemctl is-enabled '):  # ops.service_state
+            return Result(f"enabled\n{self.active}\n")
         if command.startswith("systemctl is-active"):
             return Result(self.active + "\n", exited=0 if self.active == "active" else 3)
         if "k3s --version" in command:
@@ -250,3 +257,59 @@ def test_datastore_not_readable_is_said_in_a_dry_run_and_fails_a_real_one(
     stages.check_datastore(dry, inv.host("k3s-server-01"), TOKEN, DB_PW)
     with pytest.raises(stages.StepFailed, match="through the VIP"):
         stages.check_datastore(_real(inv, server), inv.host("k3s-server-01"), TOKEN, DB_PW)
+
+
+# ---- adopting a node built by hand: config.yaml written, k3s not restarted needlessly
+
+def _ready_at(name: str, ip: str, taints: list[str] | None = None) -> str:
+    node = json.loads(_ready(name))["items"][0]
+    node["status"]["addresses"] = [{"type": "InternalIP", "address": ip}]
+    node["spec"] = {"taints": [dict(zip(("key", "effect"), t.split(":"))) for t in taints or []]}
+    return json.dumps({"kind": "List", "items": [node]})
+
+
+def test_hand_built_node_gets_config_yaml_without_a_restart() -> None:
+    """No config.yaml (built with the installer's flags), same env and binary, and the
+    running node already has the name and address config.yaml gives: written, no restart."""
+    inv = _inv()
+    host, api = _joined(inv, "")
+    del host.files[kc.CONFIG_PATH]
+    api.nodes_json = _ready_at("k3s-agent-01", inv.host("k3s-agent-01").address)
+    r = Run(Context(), "t", inv=inv)
+    assert nodes.ensure_node(r, host, _spec(inv), api, timeout=5) is True
+    cmds = host.commands()
+    assert f"<put /tmp" in " ".join(cmds) and any(kc.CONFIG_PATH in c for c in cmds)
+    assert not any("--no-block" in c or "set -a" in c for c in cmds), cmds
+    assert r.results[("k3s-agent-01", "k3s-agent kept running")] == "ok"
+
+
+def test_hand_built_node_with_another_address_is_restarted() -> None:
+    inv = _inv()
+    host, api = _joined(inv, "")
+    del host.files[kc.CONFIG_PATH]
+    api.nodes_json = _ready_at("k3s-agent-01", "10.99.0.9")  # k3s picked another address
+    nodes.ensure_node(Run(Context(), "t", inv=inv), host, _spec(inv), api, timeout=5)
+    assert any("systemctl restart --no-block k3s-agent" in c for c in host.commands())
+
+
+def test_settings_in_effect_read_from_the_running_k3s() -> None:
+    from tasks.k3s import effect
+
+    sans = effect.parse_sans("X509v3 Subject Alternative Name: \n    DNS:kubernetes, "
+                             "DNS:k3s-balancer.lab.lan, IP Address:10.77.0.100, IP Address:"
+                             "127.0.0.1\n")
+    assert sans == {"kubernetes", "k3s-balancer.lab.lan", "10.77.0.100", "127.0.0.1"}
+    node = nodes.facts.parse_nodes(_ready_at("s1", "10.77.0.41",
+                                             ["CriticalAddonsOnly=true:NoExecute"]))[0]
+    cfg = {"node-name": "s1", "node-ip": "10.77.0.41", "tls-san": ["10.77.0.100",
+           "k3s-balancer.lab.lan"], "node-taint": ["CriticalAddonsOnly=true:NoExecute"],
+           "write-kubeconfig-mode": "0600"}
+    run = effect.Running(node, sans, "600")
+    assert effect.not_in_effect(cfg, run) == []
+    assert effect.not_in_effect({**cfg, "tls-san": ["k3s-balancer"]}, run) == ["tls-san"]
+    assert effect.not_in_effect({**cfg, "node-taint": ["x=y:NoSchedule"]}, run) == ["node-taint"]
+    assert effect.not_in_effect(cfg, effect.Running(node, sans, "644")) == [
+        "write-kubeconfig-mode"]
+    assert effect.not_in_effect(cfg, effect.Running(None, sans, "600")) == [
+        "node-name", "node-ip", "node-taint"]
+    assert effect.not_in_effect({"cluster-cidr": "10.42.0.0/16"}, run) == ["cluster-cidr"]

@@ -118,3 +118,35 @@ def test_fetch_error():
     assert f.fetch_error(out) == ("E: Failed to fetch http://10.255.255.1:9/x  404  Not Found "
                                   "[IP: 10.255.255.1 9]")
     assert f.fetch_error("") == "no output"
+
+
+# ---- one round trip per host (issue 15: the no-op deploy)
+
+def test_basics_one_script_parsed_into_every_fact():
+    from tasks.facts import host as hf
+
+    script = hf.basics_script(["api.lan", "nowhere.lan"], "/var/lib")
+    assert script.count("; ") >= 7 and "df -PB1 /var/lib" in script
+    out = ("@id\n0\n@os\nID=debian\n@swaps\nFilename Type\n/swapfile file 1 0 -2\n"
+           "@addrs\n2: host0    inet 10.0.0.5/24 brd 10.0.0.255 scope global host0\n"
+           '@links\n[{"ifname": "host0", "flags": ["UP", "MULTICAST"]}]\n'
+           "@df\nFilesystem 1-blocks Used Available Capacity Mounted\n/dev/x 100 10 90 10% /\n"
+           "@name api.lan\n10.0.0.100 STREAM api.lan\n10.0.0.100 DGRAM\n@name nowhere.lan\n")
+    b = hf.parse_basics(out, ["api.lan", "nowhere.lan"])
+    assert (b.uid, b.swaps, b.addrs, b.free) == ("0", ["/swapfile"], {"10.0.0.5": "host0"}, 90)
+    assert b.names == {"api.lan": ["10.0.0.100"], "nowhere.lan": []}
+    assert b.links["host0"].multicast and "ID=debian" in b.os_release
+    assert hf.parse_basics("", ["api.lan"]).uid == ""  # sudo refused: nothing printed
+
+
+def test_parallel_fetches_each_reported_with_its_error():
+    from tasks.facts import host as hf
+
+    uris = ["http://m/a/InRelease", "http://m/b/InRelease", "http://m/c/InRelease"]
+    script = hf.fetch_script(uris)
+    assert all(f"f {u} {i} &" in script for i, u in enumerate(uris)) and " wait; " in script
+    out = ("@0 0\n@1 1\nErr:1 http://m/b/InRelease\nE: Failed to fetch http://m/b/InRelease"
+           "  404  Not Found\n")
+    got = hf.parse_fetches(out, uris)
+    assert [c.ok for c in got] == [True, False, False]
+    assert "404" in got[1].error and "no result" in got[2].error

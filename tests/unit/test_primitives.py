@@ -214,16 +214,19 @@ def test_ensure_packages_names_host_when_index_update_keeps_failing(monkeypatch)
         ops.ensure_packages(c, ["haproxy", "keepalived"])
 
 
+# enabled + active in one round trip
+STATE_HAPROXY = 'echo "$(systemctl is-enabled haproxy 2>/dev/null)"; systemctl is-active haproxy'
+
+
 def test_ensure_service_untouched_when_running_and_unchanged():
-    c = _mock({"systemctl is-enabled haproxy": Result("enabled\n"),
-               "systemctl is-active haproxy": Result("active\n")})
+    c = _mock({STATE_HAPROXY: Result("enabled\nactive\n")})
     assert ops.ensure_service(c, "haproxy") is False
 
 
 def test_ensure_service_reloads_on_change():
-    c = _mock({"systemctl is-enabled haproxy": Result("enabled\n"),
-               "systemctl is-active haproxy": Result("active\n"),
-               "systemctl reload haproxy": Result("")})
+    c = _mock({STATE_HAPROXY: Result("enabled\nactive\n"),
+               "systemctl reload haproxy": Result(""),
+               "systemctl is-active haproxy": Result("active\n")})
     # "systemctl restart haproxy" is not in the mock: calling it would raise
     assert ops.ensure_service(c, "haproxy", changed_inputs=True, reload=True) is True
 
@@ -280,6 +283,8 @@ class FakeSystemd(Context):
         self.commands.append(command)
         u = self._unit
         verb = command.split()[1] if command.startswith("systemctl ") else ""
+        if command.startswith('echo "$(systemctl is-enabled '):  # ops.service_state
+            return Result(("enabled" if u.enabled else "disabled") + f"\n{self._state()}\n")
         if verb == "is-enabled":
             return Result("enabled\n" if u.enabled else "disabled\n", exited=0 if u.enabled else 1)
         if verb == "is-active":
@@ -312,7 +317,7 @@ def test_config_change_reloads_haproxy_never_restarts():
     assert not any("restart" in cmd for cmd in c.commands), c.commands
     # it waited through "reloading" until the unit was active again
     assert c.commands[-1] == "systemctl is-active haproxy" and c.commands.count(
-        "systemctl is-active haproxy") == 4
+        "systemctl is-active haproxy") == 3
 
 
 def test_unchanged_running_service_is_left_alone():
@@ -331,7 +336,7 @@ def test_change_without_reload_support_restarts():
 def test_stopped_service_is_started_not_reloaded():
     c = FakeSystemd(enabled=False, active=False)
     assert ops.ensure_service(c, "haproxy", changed_inputs=True, reload=True) is True
-    assert c.commands[2:4] == ["systemctl enable haproxy", "systemctl start haproxy"]
+    assert c.commands[1:3] == ["systemctl enable haproxy", "systemctl start haproxy"]
     assert not any(v in cmd for cmd in c.commands for v in ("reload", "restart"))
 
 
