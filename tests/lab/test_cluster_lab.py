@@ -24,6 +24,7 @@ import pytest
 
 from tasks.core import inventory
 from tasks.lab import labnet
+from tests.lab import labdb
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
@@ -271,5 +272,12 @@ def test_accounts_refused_from_addresses_they_are_not_granted(khc):
            for h in inv.with_role("db") for user, pw in accounts.items()}
     # this machine (the lab's operator address) is none of the allowed addresses
     assert all(code in (1045, 1130) for code in got.values()), got
-    # the allowed path: the k3s user through the datastore VIP (from a db-balancer)
-    assert _login(inv.vips["db"].address, inv.db["user"], vals["k3s_db_password"]) == 0
+    # through the datastore VIP the database sees the client's own address (PROXY
+    # protocol): refused from here, accepted from a k3s server, over TLS with our CA
+    assert _login(inv.vips["db"].address, inv.db["user"], vals["k3s_db_password"]) == 1045
+    with labdb.login_from(inv, "k3s-server-01") as db, db.cursor() as cur:
+        cur.execute("SELECT CURRENT_USER()")
+        who = cur.fetchone()[0]
+        assert who == f"{inv.db['user']}@{inv.host('k3s-server-01').address}", who
+        cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        assert cur.fetchone()[1], "the session is not encrypted"
