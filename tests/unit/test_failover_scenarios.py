@@ -75,3 +75,12 @@ def test_api_scenario_falls_back_to_tcp_without_k3s():
     assert r.probe == "api-tcp" and r.measured.longest_s == 0.5
     r.outages["api-ping"] = Outage(0.2, 0.9, 0.9)
     assert r.probe == "api-ping"
+
+
+def test_replication_cut_limit_follows_the_semi_sync_timeout():
+    assert limits({}).outage("replication-cut") == 11.0   # the 10 s default timeout + 1
+    assert limits({"db": {"semi_sync_timeout_ms": 3000}}).outage("replication-cut") == 4.0
+    assert limits({"db": {"semi_sync": False}}).outage("replication-cut") == 1.0
+    given = {"db": {"semi_sync_timeout_ms": 3000},
+             "failover": {"max_outage_s": {"replication-cut": 2.5}}}
+    assert limits(given).outage("replication-cut") == 2.5
