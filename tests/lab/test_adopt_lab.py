@@ -10,6 +10,7 @@ one would be in an airgap install) with K3S_DATASTORE_ENDPOINT, the token and
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -99,7 +100,12 @@ def adopt_inventory() -> str:
     text = guide_inventory(NAME, SUBNET, vrids=VRIDS)
     # the operator tells the inventory the guide's replication user (its password goes to
     # the secrets file, as the other secrets already there)
-    return text.replace('replication_user = "repl"', 'replication_user = "slave-user"')
+    text = text.replace('replication_user = "repl"', 'replication_user = "slave-user"')
+    # the guide's cluster as it is: no TLS, no PROXY protocol (moving it to TLS restarts
+    # k3s for its datastore-cafile and is a change of its own, not part of adopting it)
+    text = re.sub(r"(?m)^tls = true\b", "tls = false", text, count=1)
+    assert "tls = false" in text, "the shipped hosts.toml no longer sets [db] tls"
+    return text.replace("\n[db]\n", "\n[db]\nproxy_protocol = false\n", 1)
 
 
 def sql(inv, host, stmts: str) -> str:
