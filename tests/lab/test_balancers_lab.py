@@ -17,6 +17,9 @@ import pytest
 
 from bench.vip_failover import Probe, holder, wait_for
 from tasks.core import inventory
+from tasks.balancers.config import CHECK_CA, CHECK_DIR, CHECK_PEM
+from tasks.core import ops
+from tasks.core import ssh as cssh
 from tasks.facts import vrrp
 from tasks.lab import labnet
 from tests.lab.khb_inventory import (API_PAIR, API_VIP, DB_PAIR, DB_VIP, NAME, inventory_text,
@@ -388,6 +391,18 @@ def test_every_golden_variant_passes_the_real_validators(lab):
     collapsed 7443, http db check, ...) is also accepted by the real HAProxy 2.6 and
     keepalived 2.2.7. -dr: the variants name hosts this lab does not have."""
     host = API_PAIR[0]
+    # on its own too (not only after the deploy tests): the packages, and stand-in files
+    # for the readyz variant's check certificate and CA (HAProxy loads them with -c)
+    conn = cssh.connect(lab, lab.host(host))
+    try:
+        cssh.open_checked(conn)
+        ops.ensure_packages(conn, ["haproxy", "keepalived"])
+    finally:
+        conn.close()
+    ssh(lab, host, f"test -s {CHECK_PEM} || (mkdir -p {CHECK_DIR} && cd {CHECK_DIR} && "
+                   "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                   "-days 2 -subj /CN=golden -keyout k.pem -out c.pem 2>/dev/null && "
+                   f"cat c.pem k.pem > {CHECK_PEM} && cp c.pem {CHECK_CA} && rm k.pem c.pem)")
     failures = []
     for f in sorted((ROOT / "tests" / "golden" / "balancers").iterdir()):
         if not f.name.endswith((".cfg", ".conf")):
@@ -398,6 +413,7 @@ def test_every_golden_variant_passes_the_real_validators(lab):
                            input=f.read_text(), capture_output=True, text=True, timeout=60)
         if p.returncode != 0:
             failures.append(f"{f.name}: exit {p.returncode}: {(p.stdout + p.stderr)[-400:]}")
+    ssh(lab, host, f"rm -rf {CHECK_DIR}")  # no check certificate in this lab otherwise
     assert not failures, "\n".join(failures)
 
 
