@@ -80,8 +80,10 @@ def test_cluster_deploy_ends_with_readyz_active(lab):
         assert "Subject: /CN=system:k3s-ha-health" in cert, cert
         assert wait_for(lambda: set(api_servers(lab, lb).values()) == {"UP"}, 30), \
             api_servers(lab, lb)
-        stat = runtime(lab, lb, "show stat")
-        assert stat.count("L7OK,200") == 2, stat
+        # both servers' last check answered 200 (a check running right now shows as
+        # "* L7OK,0" in `show stat`: [CI] read again)
+        assert wait_for(lambda: runtime(lab, lb, "show stat").count("L7OK,200") == 2, 30), \
+            runtime(lab, lb, "show stat")
         modes = ssh(lab, lb, f"stat -c '%a %U' {CHECK_PEM} {CHECK_CA}").split("\n")
         assert modes[:2] == ["600 root", "644 root"], modes
     key = ssh(lab, LB1, f"sed -n '/PRIVATE KEY/,$p' {CHECK_PEM}").strip().splitlines()
