@@ -16,6 +16,8 @@ import pytest
 from tasks.core import inventory, ssh
 from tasks.db import session as dbsession
 from tasks.lab import labnet
+from tests.lab import labdb
+from tests.lab.labdb import secret
 from tests.lab.khd_inventory import DB1, DB2, write_inventory
 
 pytestmark = pytest.mark.lab
@@ -50,12 +52,6 @@ def fab(inv, *args, env=None, timeout=600):
                        capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     TIMINGS.setdefault(" ".join(args), time.monotonic() - t0)
     return p
-
-
-def secret(inv, name):
-    import tomllib
-
-    return tomllib.loads(inv.resolve_path(inv.secrets["file"]).read_text())[name]
 
 
 def crosses(lab, value: str, src: str = DB2, dst: str = DB1) -> None:
@@ -503,17 +499,6 @@ def test_position_replication_moves_to_gtid_without_reset(lab):
 K3S_SERVER = "k3s-server-01"
 
 
-def vip_login(inv, via, ssl=None, user="k3s", target=None, **kw):
-    """The k3s user through the datastore VIP (its name by default) from host `via`."""
-    conn = ssh.connect(inv, inv.host(via))
-    ssh.open_checked(conn)
-    host = target or inv.fqdn(inv.vips["db"].name)
-    db = pymysql.connect(host=host, port=3306, user=user, password=secret(inv, "k3s_db_password"),
-                         database="k3s", defer_connect=True, connect_timeout=10, ssl=ssl, **kw)
-    db.connect(sock=dbsession.channel_socket(conn, host, 3306))
-    return db
-
-
 def one(db, stmt):
     with db.cursor() as c:
         c.execute(stmt)
@@ -554,32 +539,32 @@ def test_switching_a_running_pair_to_tls_keeps_replication(lab):
 
 def test_client_through_the_vip_verifies_the_certificate_under_the_vip_name(lab):
     from tasks.db import tls
-    ca = str(tls.ca_cert_path(lab))
-    db = vip_login(lab, K3S_SERVER, ssl={"ca": ca})  # check_hostname: the VIP's name
-    assert one(db, "SHOW SESSION STATUS LIKE 'Ssl_cipher'")[1], "not encrypted"
-    # PROXY protocol: the server sees the k3s server's address, not the balancer's
-    assert one(db, "SELECT CURRENT_USER()")[0] == f"k3s@{lab.host(K3S_SERVER).address}"
-    names = {v for _, v in db._sock.getpeercert()["subjectAltName"]}
-    assert {lab.fqdn(lab.vips["db"].name), lab.vips["db"].address} <= names
-    db.close()
+    # the tool's CA, checked under the VIP's name (the default of labdb.login_from)
+    with labdb.login_from(lab, K3S_SERVER, database="k3s") as db:
+        assert one(db, "SHOW SESSION STATUS LIKE 'Ssl_cipher'")[1], "not encrypted"
+        # PROXY protocol: the server sees the k3s server's address, not the balancer's
+        assert one(db, "SELECT CURRENT_USER()")[0] == f"k3s@{lab.host(K3S_SERVER).address}"
+        names = {v for _, v in db._sock.getpeercert()["subjectAltName"]}
+        assert {lab.fqdn(lab.vips["db"].name), lab.vips["db"].address} <= names
     other = lab.path.parent / "other-ca.crt"
     other.write_bytes(tls.new_ca().cert_pem)
-    with pytest.raises(pymysql.MySQLError) as ei:
-        vip_login(lab, K3S_SERVER, ssl={"ca": str(other)})
+    with pytest.raises(pymysql.MySQLError) as ei, \
+            labdb.login_from(lab, K3S_SERVER, ssl={"ca": str(other)}, database="k3s"):
+        pass
     assert "CERTIFICATE_VERIFY_FAILED" in str(ei.value), ei.value
 
 
 def test_k3s_user_without_tls_is_refused(lab):
-    with pytest.raises(pymysql.MySQLError) as ei:
-        vip_login(lab, K3S_SERVER, ssl_disabled=True)
+    with pytest.raises(pymysql.MySQLError) as ei, \
+            labdb.login_from(lab, K3S_SERVER, ssl=None, ssl_disabled=True, database="k3s"):
+        pass
     assert ei.value.args[0] == 1045, ei.value
 
 
 def test_proxy_protocol_grants_name_the_k3s_servers_not_the_balancers(lab):
-    from tasks.db import tls
-    ca = {"ca": str(tls.ca_cert_path(lab))}
-    with pytest.raises(pymysql.MySQLError) as ei:  # through the VIP from a balancer: refused
-        vip_login(lab, "k3s-db-balancer-01", ssl=ca)
+    with pytest.raises(pymysql.MySQLError) as ei, \
+            labdb.login_from(lab, "k3s-db-balancer-01", database="k3s"):  # from a balancer
+        pass
     assert ei.value.args[0] in (1045, 1130), ei.value
     # a client inside proxy_protocol_networks connecting directly (no PROXY header) is
     # still served as itself: the mysql-check user from a balancer logs in

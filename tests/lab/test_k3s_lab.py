@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tasks.facts.k3s import parse_nodes
 from tasks.k3s.token import parse_token
 from tasks.lab import labnet
 from tests.lab import labdb
+from tests.lab.labdb import secret
 from tests.lab.kh3_inventory import (AGENT3, AGENTS, DBS, SERVERS, API_VIP,
                                      write_inventory)
 
@@ -64,10 +64,6 @@ def recap(out: str) -> list[str]:
     """The recap table's cells (`changed` is a cell; `changed=0` in the totals is not)."""
     assert "RECAP" in out, out
     return out.split("RECAP", 1)[1].split()
-
-
-def secret(inv, name):
-    return tomllib.loads(inv.resolve_path(inv.secrets["file"]).read_text())[name]
 
 
 def ssh(inv, host, cmd, check=True, timeout=120):
