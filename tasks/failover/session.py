@@ -77,7 +77,7 @@ def run_drill(r: Run, names: list[str], cycles: int, yes: bool, folder: str
     if health.Part.DB in parts:
         prepare(env, yes)
     env.creds = kubecreds.fetch(r) if health.Part.K3S in parts else None
-    lim = limits(r.inv.raw)
+    lim = limits(r.inv.raw, r.inv.db)
     results: list[tuple[Result, list[Breach]]] = []
     try:
         for cycle in range(1, cycles + 1):

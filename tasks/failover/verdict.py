@@ -32,15 +32,13 @@ class Limits:
         return self.max_outage_s.get(kind, MAX_OUTAGE_S.get(kind, 10.0))
 
 
-def limits(raw: dict[str, Any]) -> Limits:
-    """Limits from an inventory's raw `[failover]` table (absent keys: the defaults). The
-    replication cut's default is the semi-sync timeout + 1 s: the writer cannot tell a cut
-    link from a slow replica, so its next commit waits the timeout out ([lab] 2.0-3.4 s
-    with a 3 s timeout)."""
+def limits(raw: dict[str, Any], db: dict[str, Any]) -> Limits:
+    """Limits from an inventory's raw `[failover]` table (absent keys: the defaults) and
+    its [db] settings (defaults applied: `Inventory.db`). The replication cut's default is
+    the semi-sync timeout + 1 s: the writer cannot tell a cut link from a slow replica, so
+    its next commit waits the timeout out ([lab] 2.0-3.4 s with a 3 s timeout)."""
     f = raw.get("failover", {}) or {}  # validated by the inventory rules (failover_limits)
-    db = raw.get("db", {}) or {}
-    wait_s = int(db.get("semi_sync_timeout_ms", 10000)) / 1000 if db.get("semi_sync", True) \
-        else 0.0
+    wait_s = db["semi_sync_timeout_ms"] / 1000 if db["semi_sync"] else 0.0
     cut = {"replication-cut": max(MAX_OUTAGE_S["replication-cut"], wait_s + 1.0)}
     return Limits({**MAX_OUTAGE_S, **cut, **{k: float(v) for k, v in
                                      (f.get("max_outage_s", {}) or {}).items()}},

@@ -6,6 +6,9 @@ from tasks.failover import scenarios as S
 from tasks.failover.accounting import SetResult
 from tasks.failover.timeline import Outage
 from tasks.failover.verdict import Limits, Result, judge, limits
+from tests.unit.test_facts_vrrp import INV
+
+DB = INV.db  # the shipped inventory's [db], defaults applied
 
 ISSUE_14 = {"api-haproxy-stopped", "api-balancer-down", "api-balancer-partitioned",
             "db-haproxy-stopped", "db-balancer-down", "db-primary-stopped", "db-primary-down",
@@ -46,7 +49,7 @@ def res(longest=1.0, lost=None, window=S.Window.FAULT, **kw):
 
 
 def test_verdict_passes_within_limits_and_breaks_each_threshold():
-    lim = limits({})
+    lim = limits({}, DB)
     assert judge(res(), lim) == []
     assert [b.what for b in judge(res(longest=12.0), lim)] == ["db-writer outage"]
     assert [b.what for b in judge(res(lost={7: ("db2",)}), lim)] == \
@@ -61,7 +64,7 @@ def test_verdict_passes_within_limits_and_breaks_each_threshold():
 
 
 def test_limits_from_the_inventory_override_defaults():
-    lim = limits({"failover": {"max_outage_s": {"primary-down": 3}, "max_lost_writes": 2}})
+    lim = limits({"failover": {"max_outage_s": {"primary-down": 3}, "max_lost_writes": 2}}, DB)
     assert lim.outage("primary-down") == 3.0 and lim.outage("api-hung") == 10.0
     assert judge(res(longest=4.0), lim)[0].limit.startswith("3.00")
     assert judge(res(lost={1: ("a",), 2: ("a",)}), lim) == []
@@ -78,9 +81,9 @@ def test_api_scenario_falls_back_to_tcp_without_k3s():
 
 
 def test_replication_cut_limit_follows_the_semi_sync_timeout():
-    assert limits({}).outage("replication-cut") == 11.0   # the 10 s default timeout + 1
-    assert limits({"db": {"semi_sync_timeout_ms": 3000}}).outage("replication-cut") == 4.0
-    assert limits({"db": {"semi_sync": False}}).outage("replication-cut") == 1.0
-    given = {"db": {"semi_sync_timeout_ms": 3000},
-             "failover": {"max_outage_s": {"replication-cut": 2.5}}}
-    assert limits(given).outage("replication-cut") == 2.5
+    assert limits({}, DB).outage("replication-cut") == 11.0   # the 10 s default timeout + 1
+    short = {**DB, "semi_sync_timeout_ms": 3000}
+    assert limits({}, short).outage("replication-cut") == 4.0
+    assert limits({}, {**DB, "semi_sync": False}).outage("replication-cut") == 1.0
+    given = {"failover": {"max_outage_s": {"replication-cut": 2.5}}}
+    assert limits(given, short).outage("replication-cut") == 2.5
