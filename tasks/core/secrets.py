@@ -168,7 +168,24 @@ def forget() -> None:
         _pending.clear()
 
 
+def _drop_typed_ahead() -> None:
+    """Forget keys typed while the step before ran: [tmux] "y" + Enter on a confirm (which
+    takes "y" at once) left the Enter waiting, and it answered the NEXT stage's question
+    a minute later with its default."""
+    try:
+        import termios
+
+        from prompt_toolkit.input import create_input
+        from prompt_toolkit.input.typeahead import clear_typeahead
+
+        termios.tcflush(sys.stdin.fileno(), termios.TCIFLUSH)  # not read yet
+        clear_typeahead(create_input())  # read by the last prompt, kept for the next one
+    except (ImportError, OSError, ValueError, AttributeError):
+        pass  # no terminal (tests, pipes): nothing typed ahead to drop
+
+
 def ask_password(message: str) -> str:
+    _drop_typed_ahead()
     return str(questionary.password(message).unsafe_ask())
 
 
@@ -179,6 +196,7 @@ def confirm(message: str, *, yes: bool = False, default: bool = True) -> bool:
     if not interactive():
         raise SecretMissing(f"'{message}' needs an answer and there is no terminal. "
                             "Fix: run with --yes")
+    _drop_typed_ahead()
     return bool(questionary.confirm(message, default=default).unsafe_ask())
 
 
