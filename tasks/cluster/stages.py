@@ -29,16 +29,17 @@ class Stage:
 
 
 def wait_datastore_writer(c: Context, dry: bool = False, yes: bool = False) -> None:
-    """HAProxy admits a db server only after `rise` good checks (guide: 30, 2 s apart), and
-    the checks fail until db.users created the check user: wait for a writer, so the
-    datastore VIP works before k3s needs it."""
+    """HAProxy admits a db server only after `rise` good checks `check_inter_ms` apart
+    (guide: 30, 2 s apart), and the checks fail until db.users created the check user:
+    wait for a writer, so the datastore VIP works before k3s needs it."""
     if dry:
         return
     with run_session(c, "cluster.deploy: datastore VIP", yes=yes) as r:
-        rise = r.inv.db["rise"]
-        say(f"  waiting for HAProxy to admit a writer (rise {rise} checks, 2 s apart)")
+        rise, inter_s = r.inv.db["rise"], r.inv.db["check_inter_ms"] / 1000
+        say(f"  waiting for HAProxy to admit a writer (rise {rise} checks, {inter_s:g} s "
+            "apart)")
         t0 = time.monotonic()
-        w = datastore.wait_writer(r, timeout=rise * 2 + 30)
+        w = datastore.wait_writer(r, timeout=rise * inter_s + 30)
         took = time.monotonic() - t0
         if w.host is None or w.via is None:
             raise StepFailed(f"the datastore VIP has no writer after {took:.0f} s: "
