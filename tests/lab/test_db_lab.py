@@ -539,8 +539,10 @@ def test_switching_a_running_pair_to_tls_keeps_replication(lab):
 
 def test_client_through_the_vip_verifies_the_certificate_under_the_vip_name(lab):
     from tasks.db import tls
-    # the tool's CA, checked under the VIP's name (the default of labdb.login_from)
-    with labdb.login_from(lab, K3S_SERVER, database="k3s") as db:
+    # the tool's CA, checked under the VIP's name (given here: this module's inventory
+    # was written before TLS was switched on, so labdb's default would be no TLS)
+    ca = {"ca": str(tls.ca_cert_path(lab))}
+    with labdb.login_from(lab, K3S_SERVER, ssl=ca, database="k3s") as db:
         assert one(db, "SHOW SESSION STATUS LIKE 'Ssl_cipher'")[1], "not encrypted"
         # PROXY protocol: the server sees the k3s server's address, not the balancer's
         assert one(db, "SELECT CURRENT_USER()")[0] == f"k3s@{lab.host(K3S_SERVER).address}"
@@ -562,8 +564,10 @@ def test_k3s_user_without_tls_is_refused(lab):
 
 
 def test_proxy_protocol_grants_name_the_k3s_servers_not_the_balancers(lab):
+    from tasks.db import tls
     with pytest.raises(pymysql.MySQLError) as ei, \
-            labdb.login_from(lab, "k3s-db-balancer-01", database="k3s"):  # from a balancer
+            labdb.login_from(lab, "k3s-db-balancer-01", database="k3s",
+                             ssl={"ca": str(tls.ca_cert_path(lab))}):  # from a balancer
         pass
     assert ei.value.args[0] in (1045, 1130), ei.value
     # a client inside proxy_protocol_networks connecting directly (no PROXY header) is
