@@ -1,7 +1,9 @@
 """The task boundary and what the operator sees: step lines, tables, shared help texts.
 
 `k3s_task` wraps invoke's @task: expected failures (K3sHaError) become a one-paragraph
-message and an exit code, never a traceback.
+message and an exit code, never a traceback. Only the outermost task of a thread does
+that: a task called by another task (cluster.deploy's stages) lets the error through to
+its caller, which may add to it (the stage that failed, the command that resumes).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from .ssh import POOL
 
 log = logging.getLogger("k3sha")
 _print_lock = threading.Lock()
+_nesting = threading.local()  # depth of k3s_task calls in this thread
 
 
 def say(msg: str) -> None:
@@ -26,7 +29,8 @@ def say(msg: str) -> None:
 
 
 def k3s_task(*args: Any, **kwargs: Any) -> Callable:
-    """Like invoke.task, plus: project errors -> clean message + exit code."""
+    """Like invoke.task, plus: project errors -> clean message + exit code (in the
+    outermost task only; see the module docstring)."""
 
     def deco(fn: Callable) -> Any:
         @functools.wraps(fn)
@@ -36,13 +40,21 @@ def k3s_task(*args: Any, **kwargs: Any) -> Callable:
                 for noisy in ("paramiko", "invoke", "fabric"):
                     logging.getLogger(noisy).setLevel(logging.WARNING)
                 logging.getLogger("k3sha").setLevel(logging.DEBUG)
+            depth = getattr(_nesting, "depth", 0)
+            _nesting.depth = depth + 1
             try:
                 with POOL.scope():  # one SSH connection per host for the whole invocation
                     return fn(c, *a, **kw)
             except K3sHaError as e:
+                if depth:  # called by a task: its caller handles it, the outermost exits
+                    raise
                 raise Exit(f"error: {e}", code=e.exit_code) from None
             except KeyboardInterrupt:
+                if depth:
+                    raise
                 raise Exit("interrupted", code=130) from None
+            finally:
+                _nesting.depth = depth
 
         return task(*args, **kwargs)(wrapper)
 

@@ -114,3 +114,64 @@ def test_db_health_endpoint_before_haproxy_checks_it_when_the_databases_run(
     assert installed == (["k3s-db-01", "k3s-db-02"] if running else [])
     st["databases"]["db.health"](Context(), yes=True)
     assert installed[-1:] == (["k3s-db-02"] if running else ["late"])
+
+
+@pytest.mark.parametrize("pasted", ["K10garbage", ""])
+def test_bad_token_pasted_in_a_stage_stops_with_the_resume_command(
+        tmp_path, monkeypatch, capsys, pasted):
+    """The stages' tasks are namespace tasks (@k3s_task) that deploy calls: an InputError
+    inside one (here: a malformed token pasted at the token prompt of k3s.install-server)
+    must reach deploy's stage loop, which names the failed stage and the resume command,
+    and still exit 2 with the error's own message."""
+    from tasks.core import secrets
+    from tasks.core.cli import k3s_task
+    from tasks.k3s import handover
+
+    (tmp_path / "hosts.toml").write_text(guide_inventory())
+    monkeypatch.setenv("K3S_HA_INVENTORY", str(tmp_path / "hosts.toml"))
+    ran: list[str] = []
+    monkeypatch.setattr(ct, "check", lambda c, yes=False: ran.append("check"))
+    monkeypatch.setattr(secrets, "ask_password", lambda *a, **kw: pasted)
+
+    @k3s_task
+    def install_server(c, dry=False, yes=False):
+        ran.append("servers")
+        handover.ask_token(handover.Kind.SERVER)
+
+    @k3s_task
+    def fine(c, dry=False, yes=False):
+        ran.append("fine")
+
+    monkeypatch.setattr(cst, "stages", lambda inv: [
+        cst.Stage("balancers", "x", (("balancers.deploy", fine),)),
+        cst.Stage("servers", "x", (("k3s.install-server", install_server),)),
+        cst.Stage("agents", "x", (("k3s.join-agent", fine),))])
+    with pytest.raises(Exit) as ei:
+        ct.deploy(Context(), yes=True)
+    assert ran == ["check", "fine", "servers"]
+    assert ei.value.code == 2 and "pasted token" in str(ei.value.message)
+    assert str(ei.value.message).startswith("error: ")
+    out = capsys.readouterr().out
+    assert "stage servers failed in k3s.install-server" in out
+    assert "fab cluster.deploy --from servers --yes" in out
+
+
+def test_a_failed_namespace_task_in_a_stage_names_the_resume_command(fake, monkeypatch,
+                                                                       capsys):
+    """The same for a step failing on a host inside a namespace task: exit 1, the hint."""
+    from tasks.core.cli import k3s_task
+
+    @k3s_task
+    def deploy_balancers(c, dry=False, yes=False):
+        raise StepFailed("k3s-lb-01: haproxy -c failed")
+
+    monkeypatch.setattr(cst, "stages", lambda inv: [
+        cst.Stage("balancers", "x", (("balancers.deploy", deploy_balancers),))])
+    monkeypatch.setattr(ct, "interactive", lambda: True)  # an operator saying yes
+    monkeypatch.setattr(ct, "confirm", lambda question: True)
+    with pytest.raises(Exit) as ei:
+        ct.deploy(Context())  # no --yes in the resume command then
+    assert ei.value.code == 1 and "haproxy -c failed" in str(ei.value.message)
+    out = capsys.readouterr().out
+    assert "stage balancers failed in balancers.deploy" in out
+    assert "fab cluster.deploy --from balancers " in out and "--yes" not in out
