@@ -100,6 +100,9 @@ DB_PEERS_PORT = 10000
 # first value ever reached the other balancer). The spare slot is never used by a key.
 # A response sets the entry only while it names no UP server: a late answer on a
 # connection routed before a switch ([lab] db.switchover) never takes the writes back.
+# The health daemon on each db host turns read_only off only on the server this names,
+# once the other is fenced (files/db-health.py.j2); 0 = no entry yet.
+WRITER_HEADER = "X-K3s-Ha-Writer"
 DB_STICK = ["stick-table type integer size 2 nopurge store gpt0 peers " + DB_PEERS,
             "tcp-request content track-sc0 int(1)"]
 
@@ -117,9 +120,10 @@ def _db_proxy(inv: Inventory) -> dict[str, Any]:
     backup, a returning primary takes the writes back after `rise` checks."""
     d, b = inv.db, inv.balancers
     sticky = d["health_check"] == "http"
-    if sticky:
-        lines, port = ["option httpchk GET /", "http-check expect status 200"], \
-            f" port {d['health_port']}"
+    if sticky:  # each check tells the db's health daemon which server the entry holds
+        lines, port = ["option httpchk", "http-check send meth GET uri / hdr "
+                       f"{WRITER_HEADER} %[int(1),table_gpt0({PROXY['db']})]",
+                       "http-check expect status 200"], f" port {d['health_port']}"
     else:
         lines, port = [f"option mysql-check user {d['check_user']} post-41"], ""
     servers = []

@@ -15,8 +15,9 @@ from invoke import Context
 from ..core.cli import say
 from ..core.errors import StepFailed
 from ..core.inventory import Inventory
-from ..core.run import OK, run_session
+from ..core.run import OK, poll, run_session
 from ..facts import datastore, vrrp
+from ..facts import mysql as facts
 
 Task = Callable[..., None]
 
@@ -46,6 +47,14 @@ def wait_datastore_writer(c: Context, dry: bool = False, yes: bool = False) -> N
                              f"{w.via or 'no balancer'}: {w.reason}. Fix: fab balancers.status "
                              "--role db shows each db server's last check (mysql-check needs "
                              "fab db.users)")
+        if r.inv.db["health_check"] == "http":  # its health daemon turns read_only off
+            ok, _ = poll(lambda: facts.writable(r.conn(r.inv.host(w.host))), timeout=30,
+                         interval=0.5)
+            if not ok:
+                raise StepFailed(f"HAProxy sends writes to {w.host} but it stays read-only: "
+                                 "its health daemon does not promote it. Fix: fab db.status "
+                                 "(each node's check says why)")
+            took = time.monotonic() - t0
         r.record(w.via, "datastore writer", OK, f"{w.host} after {took:.0f} s")
         say(f"  datastore VIP {r.inv.vips['db'].address}: writes go to {w.host} "
             f"(via {w.via})")

@@ -35,9 +35,12 @@ def health_allowed(inv: Inventory, h: Host) -> list[str]:
 
 
 def health_script(inv: Inventory, h: Host, d: sql.Dialect) -> str:
+    peer = peer_of(inv, h)
     return render.render("db-health.py.j2", port=inv.db["health_port"],
                          status_sql=sql.show_replica_status(d),
-                         allowed=repr(health_allowed(inv, h)), peer=peer_of(inv, h).address,
+                         allowed=repr(health_allowed(inv, h)), peer=peer.address,
+                         balancers=repr(sorted(b.address for b in inv.with_role("db-balancer"))),
+                         my_id=h.server_id, peer_id=peer.server_id, client_user=inv.db["user"],
                          mysql_port=inv.db["port"], gtid_sql=sql.gtid_executed_var(d),
                          stop_io=sql.stop_replica(d, "IO_THREAD"),
                          start_io=sql.start_replica(d, "IO_THREAD"))

@@ -1,11 +1,11 @@
 """Deliberate writer moves and repairs: `fab db.switchover` and `fab db.rejoin`.
 
-switchover: the writer moves only when asked, with zero lost writes: the old writer set
-read-only and its client sessions killed, the peer waits until it applied every GTID the
-old writer holds (MASTER_GTID_WAIT / WAIT_FOR_EXECUTED_GTID_SET), then the sticky-writer
-entry is set to the peer on every db balancer's HAProxy (runtime API), then the old writer
-is writable again (it is now the standby: HAProxy sends it nothing) and replicates from
-the new one as before.
+switchover: the writer moves only when asked, with zero lost writes: the sticky-writer
+entry is set to the peer on every db balancer's HAProxy (runtime API, the old writer's
+sessions cut there); the health daemons then hand over as in any failover: the old
+writer's turns it read-only and cuts its client sessions once HAProxy's checks name the
+peer, the peer's turns it writable only once the old writer is read-only and the peer has
+applied every GTID it holds. The old writer stays the standby, replicating as before.
 
 rejoin: a node holding errant transactions (commits of a cut-off writer its peer never
 got; the health daemon fences it) is rebuilt from the current writer: its databases kept
@@ -98,35 +98,23 @@ def replication_broken(n: Node) -> str:
 
 
 def _switch(r: Run, p: Pair) -> None:
-    user = r.inv.db["user"]
-    r.step(p.old.host, "read_only ON", lambda: p.old.write("SET GLOBAL read_only = ON") or True)
-    try:
-        r.step(p.old.host, "kill client sessions", lambda: _kill_clients(p.old, user))
-        pos = facts.executed_gtids(p.old)
-        r.step(p.new.host, "caught up (GTID wait)", lambda: _gtid_wait(p.new, pos) or True)
-        _stick_all(r, p)
-    finally:
-        r.step(p.old.host, "read_only OFF", lambda: p.old.write("SET GLOBAL read_only = OFF")
-               or True)
+    """HAProxy's writer entry moved to `p.new`; the health daemons do the handoff: the old
+    writer's turns it read-only and cuts its clients once the checks name the new one,
+    the new one's turns it writable only when the old one is read-only and every GTID
+    it holds is applied (files/db-health.py.j2)."""
+    _stick_all(r, p)
+    r.step(p.new.host, "writable (health daemon)", lambda: _wait_handoff(p) or True)
 
 
-def _kill_clients(n: Node, user: str) -> bool:
-    ids = [x["ID"] for x in n.q("SELECT ID FROM information_schema.PROCESSLIST WHERE USER=%s",
-                                (user,))]
-    for i in ids:
-        try:
-            n.write(f"KILL CONNECTION {int(i)}")
-        except StepFailed as e:  # the client left between the list and the kill ([lab])
-            if f"Unknown thread id: {int(i)}" not in str(e):
-                raise
-    return bool(ids)
-
-
-def _gtid_wait(n: Node, pos: str, timeout: int = 30) -> None:
-    res = n.q(sql.gtid_wait(n.d), (pos, timeout))[0]["w"]
-    if res not in (0, "0"):
-        raise StepFailed(f"{n.name}: not caught up with {pos} after {timeout} s; the old "
-                         "writer stays read-only until this finishes. Fix: fab db.status")
+def _wait_handoff(p: Pair, timeout: float = 30) -> None:
+    ok, _ = poll(lambda: facts.read_only(p.old) and not facts.read_only(p.new),
+                 timeout=timeout, interval=0.3)
+    if not ok:
+        raise StepFailed(f"HAProxy names {p.new.name} but after {timeout:g} s it is "
+                         f"{'still read-only' if facts.read_only(p.new) else 'writable'} and "
+                         f"{p.old.name} {'read-only' if facts.read_only(p.old) else 'writable'}"
+                         f": the health daemons did not hand over. Fix: fab db.status (each "
+                         f"node's check says why), journalctl -u {SERVICE} on both")
 
 
 def _stick_all(r: Run, p: Pair) -> None:

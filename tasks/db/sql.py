@@ -138,13 +138,6 @@ def gtid_executed_var(d: Dialect) -> str:
     return "@@GLOBAL.gtid_binlog_pos" if d.mariadb else "@@GLOBAL.gtid_executed"
 
 
-def gtid_wait(d: Dialect) -> str:
-    """Wait until the GTIDs given (arg 1) are applied here, at most arg 2 seconds;
-    MariaDB answers 0 (done) / -1 (timeout), MySQL 0 / 1."""
-    return ("SELECT MASTER_GTID_WAIT(%s, %s) AS w" if d.mariadb
-            else "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s) AS w")
-
-
 def binlog_gtid_pos() -> str:
     """MariaDB: the GTID position of (file, pos) in this server's binlog."""
     return "SELECT BINLOG_GTID_POS(%s, %s) AS g"
@@ -265,6 +258,10 @@ def server_config(d: Dialect, *, server_id: int, bind_address: str, port: int,
         extra += ([f"gtid_domain_id = {server_id}", "gtid_strict_mode = ON"] if d.mariadb
                   else ["gtid_mode = ON", "enforce_gtid_consistency = ON"])
     extra += tls_config_lines(tls_files) + proxy_config_lines(d, proxy_networks)
+    if health_check == "http":
+        extra += ["# writes only where the health daemon (fab db.health) allows them: a node",
+                  "# that restarts comes back read-only, never as a second writer",
+                  "read_only = ON"]
     net = "replica_net_timeout" if d.mysql_at_least(8, 0, 26) else "slave_net_timeout"
     extra += ["# a replica notices a silent source in seconds (heartbeat 1 s)", f"{net} = 4"]
     return {

@@ -186,6 +186,13 @@ def divergence(a: str, b: str) -> Divergence:
 
 
 # ------------------------------------------------------------------ probes
+def writable(conn: Connection) -> bool | None:
+    """read_only OFF, asked as root over the local socket (None: mysqld did not answer)."""
+    res = sh(conn, "mysql -NBe 'SELECT @@GLOBAL.read_only'", warn=True, write=False,
+             timeout=10)
+    return res.stdout.strip() == "0" if res.exited == 0 else None
+
+
 def server_version(conn: Connection, name: str) -> sql.Dialect:
     """Flavor and version, asked as root over the local socket; once per connection (every
     db step of a run asks it; a server that did not answer is asked again)."""

@@ -185,7 +185,9 @@ def test_datastore_has_one_writer() -> None:
             in hap)
     assert "localpeer k3s-db-balancer-01" in hap
     assert "default-server inter 500ms fall 2 rise 3 on-marked-down shutdown-sessions" in hap
-    assert "option httpchk GET /" in hap and "mysql-check" not in hap
+    assert "option httpchk" in hap and "mysql-check" not in hap
+    # every check tells the db daemon which server the writer entry holds
+    assert "http-check send meth GET uri / hdr X-K3s-Ha-Writer %[int(1),table_gpt0(k3s-db)]" in hap
     assert "frontend k3s-api" not in hap
 
 

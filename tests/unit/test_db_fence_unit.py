@@ -29,21 +29,27 @@ def test_gtids_lacking_compares_per_domain():
 
 # ------------------------------------------------------------------ the daemon
 class FakeDb:
-    """mysqld as the daemon sees it: executed GTIDs, DML counter, peer dump threads."""
+    """mysqld as the daemon sees it: executed GTIDs, read_only, the peer's dump threads,
+    client sessions; every statement kept in `sent`."""
 
-    def __init__(self):
-        self.gtid, self.dumps, self.io = "1-1-5", "", "Yes"
+    def __init__(self, domain="2"):
+        self.gtid, self.dumps, self.io, self.domain = "1-1-5", "", "Yes", domain
+        self.ro, self.clients = True, ["77"]
         self.sent: list[str] = []
 
     def __call__(self, stmt, batch=True, timeout=3):
         self.sent.append(stmt)
+        if "WHERE USER" in stmt:
+            return [[c] for c in self.clients]
         if stmt.startswith("SELECT"):
-            return [[self.gtid, "2", self.dumps or "NULL"]]  # db-02: GTID domain 2
+            return [[self.gtid, self.domain, self.dumps, "1" if self.ro else "0"]]
         if stmt.startswith("SHOW"):
             cols = ["Slave_IO_Running", "Slave_SQL_Running", "Last_SQL_Errno",
                     "Relay_Master_Log_File", "Master_Log_File", "Exec_Master_Log_Pos",
                     "Read_Master_Log_Pos", "Seconds_Behind_Master"]
             return [cols, [self.io, "Yes", "0", "b.1", "b.1", "9", "9", "0"]]
+        if stmt.startswith("SET GLOBAL read_only"):
+            self.ro = stmt.endswith("ON")
         if "STOP" in stmt:
             self.io = "No"
         if "START" in stmt:
@@ -51,17 +57,23 @@ class FakeDb:
         return []
 
 
-@pytest.fixture
-def daemon():
+def _daemon(name, domain):
     inv = inventory.load(ROOT / "hosts.toml")
-    text = health.health_script(inv, inv.host("k3s-db-02"), MARIA)
+    text = health.health_script(inv, inv.host(name), MARIA)
     ns: dict = {"__name__": "db_health"}
     exec(compile(text, "db-health", "exec"), ns)  # noqa: S102 - our own rendered program
-    db, peer = FakeDb(), {"up": True, "state": {"gtid": "1-1-5", "last_write": 0.0}}
+    db = FakeDb(domain)
+    peer = {"up": True, "state": {"gtid": "1-1-5", "last_write": 0.0, "ro": False}}
     ns["mysql"] = db
     ns["peer_reachable"] = lambda: peer["up"]
     ns["peer_state"] = lambda: dict(peer["state"]) if peer["up"] else None
     return ns, db, peer
+
+
+@pytest.fixture
+def daemon():
+    """The daemon of k3s-db-02 (server id 2; its peer k3s-db-01 is id 1)."""
+    return _daemon("k3s-db-02", "2")
 
 
 def ticks(ns, fence, n=3):
@@ -70,30 +82,128 @@ def ticks(ns, fence, n=3):
     return ns["view"]
 
 
+def names(ns, writer_id):
+    """Both db balancers' checks carry HAProxy's writer entry `writer_id`."""
+    for b in ns["BALANCERS"]:
+        ns["record"](b, writer_id)
+
+
 def test_takeover_guards_replication_until_the_old_writer_is_proven_clean(daemon):
     ns, db, peer = daemon
     fence = ns["Fence"]()
+    names(ns, 1)
     ticks(ns, fence, 1)
+    assert db.ro and "SET GLOBAL read_only = OFF" not in db.sent
     peer["up"] = False                      # the writer db-01 is gone
+    names(ns, 2)                            # HAProxy sent a client here: its entry names us
+    v = ticks(ns, fence, 1)
+    assert db.ro, "promoted before the peer failed two probes"
+    v = ticks(ns, fence, 1)
+    assert not db.ro and v["role"] == "writer"
     db.gtid = "1-1-5,2-2-1"                 # clients commit here now (domain 2 grows)
     v = ticks(ns, fence)
     assert v["role"] == "writer" and v["code"] == 200 and v["guarded"]
     assert "STOP REPLICA IO_THREAD" in db.sent
     assert any(s.startswith("KILL") for s in db.sent) is False  # no dump threads to kill
-    peer.update(up=True, state={"gtid": "1-1-6", "last_write": 1.0})  # back with an errant
+    peer.update(up=True, state={"gtid": "1-1-6", "last_write": 1.0, "ro": True})  # errant
     v = ticks(ns, fence)
     assert v["guarded"] and "START REPLICA IO_THREAD" not in db.sent
-    peer["state"] = {"gtid": "1-1-5,2-2-1", "last_write": 1.0}       # rebuilt: clean
+    peer["state"] = {"gtid": "1-1-5,2-2-1", "last_write": 1.0, "ro": True}  # rebuilt: clean
     v = ticks(ns, fence)
     assert not v["guarded"] and db.sent[-1] != "STOP REPLICA IO_THREAD"
     assert "START REPLICA IO_THREAD" in db.sent
 
 
+def test_writes_start_only_once_the_old_writer_is_read_only_and_fully_applied(daemon):
+    """[lab, 5 % packet loss] a writer falsely marked DOWN is still committing: the
+    standby HAProxy now names must not take writes before the old writer stopped and all
+    its transactions are applied here (else the same ids are handed out twice)."""
+    ns, db, peer = daemon
+    fence = ns["Fence"]()
+    names(ns, 2)
+    ticks(ns, fence)
+    assert db.ro, "writable while the peer still writes"
+    peer["state"] = {"gtid": "1-1-6", "ro": True}   # read-only, one commit not applied here
+    ticks(ns, fence)
+    assert db.ro, "writable while missing a transaction of the old writer"
+    db.gtid = "1-1-6"                               # applied
+    v = ticks(ns, fence, 1)
+    assert not db.ro and v["role"] == "writer" and v["code"] == 200
+    assert db.sent.count("SET GLOBAL read_only = OFF") == 1
+
+
+def test_the_writer_turns_read_only_and_cuts_its_clients_when_haproxy_names_the_peer(daemon):
+    ns, db, peer = daemon
+    db.ro = False
+    fence = ns["Fence"]()
+    names(ns, 2)
+    ticks(ns, fence)
+    assert not db.ro
+    names(ns, 1)
+    v = ticks(ns, fence, 1)
+    assert db.ro and v["role"] == "standby" and "HAProxy names the peer" in v["fenced"]
+    assert db.sent.index("SET GLOBAL read_only = ON") < db.sent.index("KILL CONNECTION 77")
+
+
+def test_a_writer_no_balancer_checks_fences_itself(daemon):
+    ns, db, peer = daemon
+    db.ro = False
+    fence = ns["Fence"]()
+    ticks(ns, fence)
+    assert not db.ro, "fenced before FENCE_AFTER had passed since start"
+    fence.started -= 10
+    for b in ns["BALANCERS"]:               # last heard 5 s ago, naming this node
+        ns["heard"][b] = (2, 0.0, ns["time"].time() - 5)
+    v = ticks(ns, fence, 1)
+    assert db.ro and "no db balancer checked it" in v["fenced"]
+
+
+def test_checks_without_the_entry_neither_promote_nor_fence(daemon):
+    """HAProxy not yet reconfigured (no header): a writer stays one, a standby stays."""
+    ns, db, peer = daemon
+    db.ro = False
+    fence = ns["Fence"]()
+    fence.started -= 10
+    names(ns, None)
+    ticks(ns, fence)
+    assert not db.ro
+    peer["state"]["ro"] = True
+    db.ro = True
+    ticks(ns, fence)
+    assert db.ro
+
+
+def test_with_no_entry_yet_only_the_first_node_is_promoted():
+    for name, domain, promoted in (("k3s-db-01", "1", True), ("k3s-db-02", "2", False)):
+        ns, db, peer = _daemon(name, domain)
+        peer["state"]["ro"] = True          # a fresh pair: both read-only
+        fence = ns["Fence"]()
+        names(ns, 0)
+        ticks(ns, fence)
+        assert db.ro is not promoted, name
+
+
+def test_the_latest_changed_entry_wins_and_a_split_view_decides_nothing(daemon):
+    ns, _, _ = daemon
+    a, b = ns["BALANCERS"]
+    ns["record"](a, 1)
+    ns["record"](b, 1)
+    now = ns["time"].time()
+    assert ns["routed"](now) == (True, 1)
+    ns["record"](b, 2)                      # b saw the switch first
+    assert ns["routed"](now + 0.1) == (True, 2)
+    ns["heard"].clear()
+    ns["record"](a, 1)
+    ns["record"](b, 2)                      # first sight of each: no order between them
+    assert ns["routed"](now) == (True, None)
+
+
 def test_a_standby_holding_gtids_the_writer_lacks_is_fenced(daemon):
     ns, db, peer = daemon
     fence = ns["Fence"]()
+    names(ns, 1)
     db.gtid = "1-1-6"                       # the cut-off writer's late commit
-    peer["state"] = {"gtid": "1-1-5,2-2-40", "last_write": 5.0}
+    peer["state"] = {"gtid": "1-1-5,2-2-40", "last_write": 5.0, "ro": False}
     v = ticks(ns, fence)
     assert v["role"] == "standby" and v["code"] == 503 and "errant" in v["why"]
     assert v["errant"] == "1-6"

@@ -1,5 +1,5 @@
 """db.switchover's HAProxy side against a fake runtime API: the order of the commands, the
-wait for the new writer to be UP, the entry read back, and the kill race."""
+wait for the new writer to be UP, the entry read back, and the wait for the handoff."""
 from types import SimpleNamespace
 
 import pytest
@@ -75,17 +75,18 @@ def test_an_entry_set_back_after_the_old_writer_is_ready_fails_the_switch(rig, m
         operate._stick_all(rig.r, rig.pair)
 
 
-def test_a_client_gone_before_its_kill_is_not_an_error():
-    sent = []
+def test_the_switch_waits_for_the_daemons_handoff(monkeypatch):
+    """Done only once the old writer is read-only and the new one writable; else a
+    failure naming both states (the daemons did not hand over)."""
+    ro = {"k3s-db-01": [False, True], "k3s-db-02": [True, True, False]}
 
-    def write(stmt):
-        sent.append(stmt)
-        if stmt.endswith(" 7"):
-            raise StepFailed("k3s-db-01: SQL failed (KILL CONNECTION 7): Unknown thread id: 7")
-    n = SimpleNamespace(q=lambda stmt, args: [{"ID": 7}, {"ID": 8}], write=write)
-    assert operate._kill_clients(n, "k3s") and sent == ["KILL CONNECTION 7", "KILL CONNECTION 8"]
-
-    def denied(stmt):
-        raise StepFailed("k3s-db-01: SQL failed (KILL CONNECTION 7): Access denied")
-    with pytest.raises(StepFailed, match="Access denied"):
-        operate._kill_clients(SimpleNamespace(q=n.q, write=denied), "k3s")
+    def read_only(n):
+        seq = ro[n.name]
+        return seq.pop(0) if len(seq) > 1 else seq[0]
+    monkeypatch.setattr(operate.facts, "read_only", read_only)
+    pair = operate.Pair(old=SimpleNamespace(name="k3s-db-01"),
+                        new=SimpleNamespace(name="k3s-db-02"))
+    operate._wait_handoff(pair, timeout=5)
+    ro.update({"k3s-db-01": [True], "k3s-db-02": [True]})
+    with pytest.raises(StepFailed, match="k3s-db-02 but after 0.5 s it is still read-only"):
+        operate._wait_handoff(pair, timeout=0.5)

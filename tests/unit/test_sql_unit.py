@@ -33,8 +33,8 @@ def script(d: sql.Dialect) -> str:
                              gtid=True),
            "-- a working file/position replica moved to GTID (same point, no reset)",
            sql.change_source(d, gtid=True),
-           "-- GTID: executed set, wait for a set, (MariaDB) position of file:pos",
-           f"SELECT {sql.gtid_executed_var(d)}", sql.gtid_wait(d), sql.binlog_gtid_pos(),
+           "-- GTID: executed set, (MariaDB) position of file:pos",
+           f"SELECT {sql.gtid_executed_var(d)}", sql.binlog_gtid_pos(),
            "-- replica with TLS verifying the source; a working replica moved to TLS; off",
            sql.change_source(d, host="10.0.0.32", port=3306, user="repl", password="pw",
                              gtid=True, tls_ca="/etc/k3s-ha/db-tls/ca.crt"),
@@ -211,7 +211,7 @@ def test_health_script_renders_valid_python_answering_only_the_balancers():
               if isinstance(t, ast.Assign) and isinstance(t.targets[0], ast.Name)
               and t.targets[0].id in ("ALLOWED", "PORT")}
     assert consts == {"ALLOWED": allowed, "PORT": 9200}
-    assert "client_address[0] not in ALLOWED" in text
+    assert "if addr not in ALLOWED" in text
 
 
 def test_proxy_protocol_refused_on_mysql_and_absent_when_off():
@@ -232,3 +232,15 @@ def test_tls_options_per_dialect():
         "SOURCE_SSL_VERIFY_SERVER_CERT=1")
     assert sql.change_source(maria, tls_ca="") == "CHANGE MASTER TO MASTER_SSL=0"
     assert "SSL" not in sql.change_source(maria, user="u", password="p")  # None: left as is
+
+
+def test_mysqld_starts_read_only_only_under_the_health_daemon():
+    """With the http check the daemon owns read_only: a restarted node comes back
+    read-only (never a second writer); with the guide's mysql-check nothing turns it off."""
+    for name in ("mariadb-10.11", "mysql-8.4"):
+        d = sql.parse_version(DIALECTS[name])
+        args = dict(server_id=1, bind_address="0.0.0.0", port=3306, semi_sync=False,
+                    timeout_ms=1, gtid=True)
+        assert "read_only = ON" in sql.server_config(d, health_check="http", **args)["extra"]
+        assert not any("read_only" in x for x in
+                       sql.server_config(d, health_check="mysql-check", **args)["extra"])

@@ -5,9 +5,8 @@ CHANGE MASTER TO MASTER_HOST='10.0.0.32', MASTER_PORT=3306, MASTER_USER='repl', 
 CHANGE MASTER TO MASTER_HOST='10.0.0.32', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='pw', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1
 -- a working file/position replica moved to GTID (same point, no reset)
 CHANGE MASTER TO MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1
--- GTID: executed set, wait for a set, (MariaDB) position of file:pos
+-- GTID: executed set, (MariaDB) position of file:pos
 SELECT @@GLOBAL.gtid_binlog_pos
-SELECT MASTER_GTID_WAIT(%s, %s) AS w
 SELECT BINLOG_GTID_POS(%s, %s) AS g
 -- replica with TLS verifying the source; a working replica moved to TLS; off
 CHANGE MASTER TO MASTER_HOST='10.0.0.32', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='pw', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1, MASTER_SSL=1, MASTER_SSL_CA='/etc/k3s-ha/db-tls/ca.crt', MASTER_SSL_VERIFY_SERVER_CERT=1
