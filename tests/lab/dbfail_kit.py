@@ -69,11 +69,22 @@ class Writer:
                                ssl=tls.client_ssl(self.inv))
 
     def setup(self):
-        db = self.connect()
-        with db.cursor() as c:
-            c.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (id BIGINT UNSIGNED "
-                      "AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(40) NOT NULL)")
-        db.close()
+        """The table created, retried for up to 10 s as a client would: right after a
+        writer move the node HAProxy names stays read-only (1290) until its health daemon
+        saw the old writer fenced."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                db = self.connect()
+                with db.cursor() as c:
+                    c.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (id BIGINT UNSIGNED "
+                              "AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(40) NOT NULL)")
+                db.close()
+                return
+            except pymysql.MySQLError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def run(self):
         db, n = None, 0
@@ -140,6 +151,11 @@ def stick_entry(inv, balancer: str) -> int | None:
     from tasks.facts.datastore import parse_stick_table
     return parse_stick_table(on_host(inv, balancer, "echo 'show table k3s-db' | socat stdio "
                                      "UNIX-CONNECT:/run/haproxy/admin.sock"))
+
+
+def writable(inv, host: str) -> bool:
+    """read_only OFF on that db host, as mysqld says (the health daemon sets it)."""
+    return on_host(inv, host, "mysql -NBe 'SELECT @@GLOBAL.read_only'").strip() == "0"
 
 
 def vip_on(inv, balancer: str) -> bool:

@@ -126,6 +126,10 @@ def test_both_balancers_hold_the_same_writer(lab):
                 "stdio UNIX-CONNECT:/run/haproxy/admin.sock")
     entries = lambda: [kit.stick_entry(lab, b) for b in kit.DB_BALANCERS]  # noqa: E731
     assert kit.wait_for(lambda: entries() == [want, want], 10), entries()
+    # the health daemons follow the entry: the named node writable, the other read-only
+    new, old = {1: (kit.DB1, kit.DB2), 2: (kit.DB2, kit.DB1)}[want]
+    assert kit.wait_for(lambda: kit.writable(lab, new) and not kit.writable(lab, old), 10), \
+        "the health daemons did not hand the writes to the node HAProxy names"
     with kit.Writer(lab, table="k3s.t_vipmove") as w:
         time.sleep(1)
         kit.on_host(lab, holder, "systemctl stop keepalived")
