@@ -34,16 +34,18 @@ def _value(v: object) -> str:
     return str(v) if isinstance(v, _Raw) else _toml(v)
 
 
-def base(name: str, net: str, connect_timeout: int | None = 3) -> dict[str, Body]:
+def base(name: str, net: str, connect_timeout: int | None = 3, *,
+         secrets_file: str = "secrets.toml", save_prompted: bool = False
+         ) -> dict[str, Body]:
     """[lab], [ssh] and [secrets] of a lab named `name` on `net`.0/24 (files beside the
-    inventory, prompted secrets not saved)."""
+    inventory; prompted secrets not saved unless `save_prompted`)."""
     ssh: dict[str, Any] = {"key": "ssh/id_ed25519", "known_hosts": "ssh/known_hosts"}
     if connect_timeout is not None:
         ssh["connect_timeout"] = connect_timeout
     return {"lab": {"enabled": True, "name": name, "subnet": f"{net}.0/24",
                     "operator_address": f"{net}.1"},
             "ssh": ssh,
-            "secrets": {"file": "secrets.toml", "save_prompted": False}}
+            "secrets": {"file": secrets_file, "save_prompted": save_prompted}}
 
 
 def vip(address: str, name: str, vrid: int, interface: str = "host0") -> dict[str, Any]:
