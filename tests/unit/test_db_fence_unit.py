@@ -34,7 +34,7 @@ class FakeDb:
 
     def __init__(self, domain="2"):
         self.gtid, self.dumps, self.io, self.domain = "1-1-5", "", "Yes", domain
-        self.ro, self.clients = True, ["77"]
+        self.ro, self.clients, self.exec_pos, self.lag = True, ["77"], "9", "0"
         self.sent: list[str] = []
 
     def __call__(self, stmt, batch=True, timeout=3):
@@ -47,7 +47,7 @@ class FakeDb:
             cols = ["Slave_IO_Running", "Slave_SQL_Running", "Last_SQL_Errno",
                     "Relay_Master_Log_File", "Master_Log_File", "Exec_Master_Log_Pos",
                     "Read_Master_Log_Pos", "Seconds_Behind_Master"]
-            return [cols, [self.io, "Yes", "0", "b.1", "b.1", "9", "9", "0"]]
+            return [cols, [self.io, "Yes", "0", "b.1", "b.1", self.exec_pos, "9", self.lag]]
         if stmt.startswith("SET GLOBAL read_only"):
             self.ro = stmt.endswith("ON")
         if "STOP" in stmt:
@@ -232,6 +232,26 @@ def test_a_lagging_standby_is_not_eligible(daemon):
                                        "Seconds_Behind_Master": "0"})
     assert code == 503 and "catching up" in why
     assert ticks(ns, fence)["code"] == 200
+
+
+def test_a_standby_applying_under_load_stays_eligible_but_is_not_promoted_until_drained(daemon):
+    """[lab] read at one instant, the relay log of a standby under a steady write load is
+    almost never drained: its check flapped. A short apply is no lag; a long one is."""
+    ns, db, peer = daemon
+    fence = ns["Fence"]()
+    names(ns, 1)
+    db.exec_pos = "5"                       # read ahead of applied, no lag
+    assert [ticks(ns, fence, 1)["code"] for _ in range(5)] == [200, 200, 200, 503, 503]
+    db.exec_pos, db.lag = "9", "3"
+    assert ticks(ns, fence, 1)["code"] == 503   # a real lag fails at once
+    db.lag, db.exec_pos = "0", "5"
+    peer["state"]["ro"] = True
+    names(ns, 2)                            # HAProxy names it, the old writer is read-only
+    ticks(ns, fence, 2)
+    assert db.ro, "promoted before applying what it received"
+    db.exec_pos = "9"
+    ticks(ns, fence, 1)
+    assert not db.ro
 
 
 # ------------------------------------------------------------------ status, writer, switch
