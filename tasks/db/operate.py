@@ -182,6 +182,28 @@ def rejoin(c: Context, host: str, yes: bool = False) -> None:
         _rebuild(r, t, s)
 
 
+def rejoin_fenced(r: Run) -> list[str]:
+    """The drill's repair after a fault: each node other than the writer that holds GTIDs
+    the writer lacks (fenced by its health daemon) rebuilt from it as `db.rejoin` does,
+    its data kept in a dump, without asking (the drill was confirmed). 'name (GTIDs)'
+    of each node rebuilt."""
+    w = datastore.find_writer(r)
+    if w.host is None:
+        return []
+    done = []
+    for h in r.inv.with_role("db"):
+        if h.name == w.host:
+            continue
+        t, s = _pair(r, h.name)
+        errant = facts.errant_vs(t, facts.executed_gtids(t), facts.executed_gtids(s))
+        if errant:
+            say(f"  {h.name} holds {errant}, which the writer {s.name} lacks (fenced): "
+                f"rebuilding it from {s.name} as db.rejoin does (dump in {BACKUP_DIR})")
+            _rebuild(r, t, s)
+            done.append(f"{h.name} ({errant})")
+    return done
+
+
 def _rebuild(r: Run, t: Node, s: Node) -> None:
     sh(t.conn, f"systemctl stop {SERVICE}", warn=True)  # fenced: HAProxy sees it DOWN
     try:

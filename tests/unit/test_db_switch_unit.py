@@ -90,3 +90,27 @@ def test_the_switch_waits_for_the_daemons_handoff(monkeypatch):
     ro.update({"k3s-db-01": [True], "k3s-db-02": [True]})
     with pytest.raises(StepFailed, match="k3s-db-02 but after 0.5 s it is still read-only"):
         operate._wait_handoff(pair, timeout=0.5)
+
+
+def test_the_drills_repair_rebuilds_only_a_non_writer_holding_errant_gtids(monkeypatch):
+    """After a fault the drill rebuilds the fenced node (as db.rejoin, its data dumped);
+    a clean standby and the writer itself are left alone."""
+    dbs = [SimpleNamespace(name="k3s-db-01"), SimpleNamespace(name="k3s-db-02")]
+    r = SimpleNamespace(inv=SimpleNamespace(with_role=lambda role: dbs))
+    gtid = {"k3s-db-01": "1-1-10,2-2-7", "k3s-db-02": "1-1-9,2-2-7"}
+    node = {n.name: SimpleNamespace(name=n.name, d=SimpleNamespace(mariadb=True)) for n in dbs}
+    rebuilt = []
+    monkeypatch.setattr(operate.datastore, "find_writer",
+                        lambda r: SimpleNamespace(host="k3s-db-02"))
+    monkeypatch.setattr(operate, "_pair", lambda r, first: (
+        node[first], next(v for k, v in node.items() if k != first)))
+    monkeypatch.setattr(operate.facts, "executed_gtids", lambda n: gtid[n.name])
+    monkeypatch.setattr(operate, "_rebuild", lambda r, t, s: rebuilt.append((t.name, s.name)))
+    assert operate.rejoin_fenced(r) == ["k3s-db-01 (1-10)"]
+    assert rebuilt == [("k3s-db-01", "k3s-db-02")]
+    gtid["k3s-db-01"] = "1-1-9,2-2-7"   # clean: nothing to do
+    rebuilt.clear()
+    assert operate.rejoin_fenced(r) == [] and rebuilt == []
+    monkeypatch.setattr(operate.datastore, "find_writer", lambda r: SimpleNamespace(host=None))
+    gtid["k3s-db-01"] = "1-1-10,2-2-7"  # no writer: nothing to rebuild from
+    assert operate.rejoin_fenced(r) == [] and rebuilt == []
