@@ -48,7 +48,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "health_port": (int, 9200, _ANY),
         "port": (int, 3306, _ANY),
         "rise": (int, 3, _ANY),
-        "fall": (int, 2, _ANY),
+        "fall": (int, 3, _ANY),
         "check_inter_ms": (int, 500, _ANY),
         "semi_sync": (bool, True, _ANY),
         "semi_sync_timeout_ms": (int, 10000, _ANY),
