@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
+from typing import Callable
 
 from fabric import Connection
 
@@ -142,6 +145,31 @@ def nodes(conn: Connection, timeout: int = 20) -> list[NodeInfo]:
 
 def node(conn: Connection, name: str) -> NodeInfo | None:
     return next((n for n in nodes(conn) if n.name == name), None)
+
+
+class SharedNodes:
+    """The node list for many parallel waiters (joining agents): one `kubectl get nodes`
+    at a time and at most every `ttl` s, its answer (or its error) shared. [lab] eight
+    agents polling each on their own ran eight kubectl at once on the first server."""
+
+    def __init__(self, fetch: Callable[[], list[NodeInfo]], ttl: float = 1.0) -> None:
+        self.fetch, self.ttl = fetch, ttl
+        self.lock = threading.Lock()
+        self.at = float("-inf")
+        self.value: list[NodeInfo] = []
+        self.error: StepFailed | None = None
+
+    def node(self, name: str) -> NodeInfo | None:
+        with self.lock:
+            if time.monotonic() - self.at >= self.ttl:
+                try:
+                    self.value, self.error = self.fetch(), None
+                except StepFailed as e:
+                    self.value, self.error = [], e
+                self.at = time.monotonic()
+            if self.error is not None:
+                raise self.error
+            return next((n for n in self.value if n.name == name), None)
 
 
 def ping(conn: Connection, address: str, port: int = 6443) -> bool:

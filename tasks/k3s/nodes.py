@@ -98,8 +98,10 @@ def node_listed(api: Connection, name: str) -> bool:
 
 def ensure_node(r: Run, conn: Connection, spec: NodeSpec, api: Connection, *,
                 before_start: Callable[[], None] | None = None,
-                timeout: float = READY_TIMEOUT) -> bool:
-    """Bring one node to `spec`; True when anything changed."""
+                timeout: float = READY_TIMEOUT,
+                shared: facts.SharedNodes | None = None) -> bool:
+    """Bring one node to `spec`; True when anything changed. shared: the node list the
+    wait for Ready reads (parallel joins share one), else `api`'s own."""
     host, role = spec.host, spec.role
     obs = observe(conn, role)
     bin_changed = r.step(host, "k3s binary", lambda: binary_outdated(conn, r.inv))
@@ -134,7 +136,7 @@ def ensure_node(r: Run, conn: Connection, spec: NodeSpec, api: Connection, *,
         r.record(host, f"{role.unit} start", CHANGED, "dry run: not started")
         return True
     since = start(conn, role, restart=obs.running and changed)
-    wait_ready(r, conn, spec, api, since, timeout)
+    wait_ready(r, conn, spec, api, since, timeout, shared=shared)
     return True
 
 
@@ -161,7 +163,8 @@ def start(conn: Connection, role: Role, *, restart: bool) -> str:
 
 
 def wait_ready(r: Run, conn: Connection, spec: NodeSpec, api: Connection, since: str,
-               timeout: float, *, retried: bool = False) -> None:
+               timeout: float, *, retried: bool = False,
+               shared: facts.SharedNodes | None = None) -> None:
     """Until the node is Ready in the API, or its journal names a problem that will not
     pass by itself (then: the fix, or the problem and the fix named)."""
     host, unit = spec.host, spec.role.unit
@@ -177,13 +180,13 @@ def wait_ready(r: Run, conn: Connection, spec: NodeSpec, api: Connection, since:
         if facts.unit_active(conn, unit) != "active":  # Type=notify: active once joined
             return False
         try:
-            n = facts.node(api, host.name)
+            n = shared.node(host.name) if shared else facts.node(api, host.name)
             return n is not None and n.is_ready
         except StepFailed as e:  # the API is not up yet: keep the last answer for the error
             api_error[:] = [str(e)]
             return False
 
-    met, last = poll(state, timeout=timeout, interval=2,
+    met, last = poll(state, timeout=timeout, interval=1,
                      until=lambda v: v is True or isinstance(v, facts.Problem))
     if last is True:
         r.record(host, f"{unit} Ready", CHANGED)
@@ -192,7 +195,7 @@ def wait_ready(r: Run, conn: Connection, spec: NodeSpec, api: Connection, since:
         offer_forget(r, api, host, "k3s says \"Node password rejected\": another host (or "
                      "this one before a rebuild) registered this name")
         since = start(conn, spec.role, restart=True)
-        wait_ready(r, conn, spec, api, since, timeout, retried=True)
+        wait_ready(r, conn, spec, api, since, timeout, retried=True, shared=shared)
         return
     r.record(host, f"{unit} Ready", "failed")
     tail = "\n    ".join(facts.journal(conn, unit, lines=15, since=since).splitlines()[-15:])

@@ -103,9 +103,15 @@ def agents_stage(r: Run, names: list[str] | None = None,
     token = token_for(inv, r.conn(first), kind, yes=r.yes)
     env = agent_env(inv, token)
 
+    def listed() -> list[facts.NodeInfo]:
+        with api_session(r, first) as api:
+            return facts.nodes(api)
+    shared = facts.SharedNodes(listed)
+
     def one(conn: Connection, h: Host) -> None:
         with api_session(r, first) as api:
-            ensure_node(r, conn, node_spec(inv, h, Role.AGENT, env), api, timeout=timeout)
+            ensure_node(r, conn, node_spec(inv, h, Role.AGENT, env), api, timeout=timeout,
+                        shared=shared)
 
     r.each(targets, one)
 

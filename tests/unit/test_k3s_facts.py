@@ -91,3 +91,36 @@ def test_journal_problems() -> None:
     ])
     assert f.parse_problems(journal) == [f.Problem.NODE_PASSWORD, f.Problem.DIFFERENT_TOKEN]
     assert f.parse_problems('level=info msg="Running kube-apiserver"') == []
+
+
+def test_parallel_joins_share_one_node_listing():
+    """Eight waiters polling at once run one `kubectl get nodes`, not eight; an API error
+    reaches every waiter of that round."""
+    import threading
+    import time as _time
+
+    from tasks.core.errors import StepFailed
+    from tasks.facts.k3s import NodeInfo, SharedNodes
+    calls = []
+
+    def fetch():
+        calls.append(1)
+        _time.sleep(0.05)
+        return [NodeInfo(name="a1", roles=(), ready="True", version="v", taints=(),
+                         internal_ip="10.0.0.1", created="")]
+    shared = SharedNodes(fetch, ttl=5)
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(shared.node("a1"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(seen) == 8 and all(n.name == "a1" for n in seen)
+    assert shared.node("a2") is None and len(calls) == 1
+
+    def down():
+        raise StepFailed("k3s-server-01: the k3s API did not list the nodes")
+    broken = SharedNodes(down, ttl=5)
+    for _ in range(2):
+        with pytest.raises(StepFailed, match="did not list"):
+            broken.node("a1")
