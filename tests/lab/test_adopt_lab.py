@@ -23,6 +23,7 @@ from tasks.core import inventory
 from tasks.db import session as _db  # noqa: F401  (before facts.mysql: import cycle)
 from tasks.facts.mysql import parse_replica_status, parse_text_status
 from tasks.lab import labnet
+from tests.lab.guide_haproxy import STATS
 from tests.lab.test_cluster_lab import TIMINGS, fab, guide_inventory, ok, secrets, ssh
 
 pytestmark = pytest.mark.lab
@@ -51,15 +52,6 @@ vrrp_instance k3s-balancer {
               check_haproxy_stats
         }
 }
-"""
-STATS = """listen stats
-  bind 127.0.0.1:9000
-  mode http
-  stats enable
-  stats hide-version
-  stats refresh 10s
-  stats show-node
-  stats uri /stats
 """
 API_CFG = STATS + """
 frontend k3s

@@ -22,6 +22,7 @@ from tasks.core import ops
 from tasks.core import ssh as cssh
 from tasks.facts import vrrp
 from tasks.lab import labnet
+from tests.lab.guide_haproxy import STATS
 from tests.lab.khb_inventory import (API_PAIR, API_VIP, DB_PAIR, DB_VIP, NAME, inventory_text,
                                      start_backends, write_inventory)
 
@@ -130,15 +131,7 @@ defaults
   timeout client 30m
   timeout server 30m
 
-listen stats
-  bind 127.0.0.1:9000
-  mode http
-  stats enable
-  stats hide-version
-  stats refresh 10s
-  stats show-node
-  stats uri /stats
-
+""" + STATS + """
 frontend k3s
   bind *:{port}
   use_backend k3s
