@@ -54,6 +54,22 @@ def fab(inv, *args, env=None, timeout=600):
     return p
 
 
+@pytest.fixture
+def labtable(lab):
+    """labcheck.t on both nodes (created on db-01 if missing, seen on db-02): the table the
+    tests below write to, made here rather than left behind by an earlier test."""
+    a, b = admin(lab, DB1), admin(lab, DB2)
+    try:
+        a("CREATE DATABASE IF NOT EXISTS labcheck")
+        a("CREATE TABLE IF NOT EXISTS labcheck.t (id INT AUTO_INCREMENT PRIMARY KEY, "
+          "v VARCHAR(40))")
+        assert wait_for(lambda: b("SELECT COUNT(*) c FROM information_schema.TABLES WHERE "
+                                  "TABLE_SCHEMA='labcheck' AND TABLE_NAME='t'")[0]["c"])
+    finally:
+        a.close(), b.close()
+    return "labcheck.t"
+
+
 def crosses(lab, value: str, src: str = DB2, dst: str = DB1) -> None:
     """A row written on `src` is read on `dst` (replication works, really)."""
     b = admin(lab, src)
@@ -131,17 +147,21 @@ def test_deploy_from_scratch(lab):
             assert recap_changed(p.stdout, h) > 0, f"{task} on {h}:\n{p.stdout}"
 
 
-def test_row_written_on_each_node_is_read_on_the_other(lab):
+def test_row_written_on_each_node_is_read_on_the_other(lab, labtable):
     a, b = admin(lab, DB1), admin(lab, DB2)
-    a("CREATE DATABASE IF NOT EXISTS labcheck")
-    a("CREATE TABLE IF NOT EXISTS labcheck.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40))")
-    a("INSERT INTO labcheck.t (v) VALUES ('from db-01')")
-    assert wait_for(lambda: b("SELECT v FROM labcheck.t WHERE v='from db-01'"))
-    b("INSERT INTO labcheck.t (v) VALUES ('from db-02')")
-    assert wait_for(lambda: a("SELECT v FROM labcheck.t WHERE v='from db-02'"))
-    ids = [r["id"] for r in a("SELECT id FROM labcheck.t ORDER BY id")]
-    assert ids == [1, 2], "auto_increment must step by 1 (kine)"
-    a.close(), b.close()
+    a("CREATE TABLE labcheck.ids (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40))")
+    try:
+        a("INSERT INTO labcheck.ids (v) VALUES ('from db-01')")
+        assert wait_for(lambda: b("SELECT v FROM labcheck.ids WHERE v='from db-01'"))
+        b("INSERT INTO labcheck.ids (v) VALUES ('from db-02')")
+        assert wait_for(lambda: a("SELECT v FROM labcheck.ids WHERE v='from db-02'"))
+        ids = [r["id"] for r in a("SELECT id FROM labcheck.ids ORDER BY id")]
+        assert ids == [1, 2], "auto_increment must step by 1 (kine)"
+        crosses(lab, "from db-02 to db-01")
+        crosses(lab, "from db-01 to db-02", src=DB1, dst=DB2)
+    finally:
+        a("DROP TABLE labcheck.ids")
+        a.close(), b.close()
 
 
 def test_second_replicate_changes_nothing(lab):
@@ -152,7 +172,7 @@ def test_second_replicate_changes_nothing(lab):
     assert positions(lab) == before
 
 
-def test_users_rerun_changes_nothing_and_checksum_equal(lab):
+def test_users_rerun_changes_nothing_and_checksum_equal(lab, labtable):
     p = fab(lab, "db.users")
     assert p.returncode == 0 and "no changes" in p.stdout, p.stdout + p.stderr
     p = fab(lab, "db.checksum")
@@ -169,7 +189,7 @@ def test_status_table(lab):
         assert re.search(r" 0-[12]-\d+ ", line) and line.rstrip().endswith("OFF")  # domain 0
 
 
-def test_check_user_logs_in_and_can_do_nothing_else(lab):
+def test_check_user_logs_in_and_can_do_nothing_else(lab, labtable):
     s = Sql(lab, "k3s-db-balancer-01", "haproxy-check", "", target=lab.host(DB1).address)
     assert s("SELECT 1 AS one") == [{"one": 1}]
     assert {r["Database"] for r in s("SHOW DATABASES")} == {"information_schema"}
@@ -238,7 +258,7 @@ def test_wrong_admin_password_is_a_clear_error(lab):
     assert "wrong" not in err and "Traceback" not in err
 
 
-def test_replica_in_error_is_refused_naming_node_and_state(lab):
+def test_replica_in_error_is_refused_naming_node_and_state(lab, labtable):
     a, b = admin(lab, DB1), admin(lab, DB2)
     b("SET SESSION sql_log_bin = 0")
     b("INSERT INTO labcheck.t (id, v) VALUES (50, 'only on db-02')")
@@ -271,7 +291,7 @@ def test_replication_password_rotation_converges(lab):
     assert p.returncode == 0 and "(credentials)" in p.stdout, p.stdout + p.stderr
 
 
-def test_peer_unreachable_changes_nothing_then_writes_catch_up(lab):
+def test_peer_unreachable_changes_nothing_then_writes_catch_up(lab, labtable):
     labnet.power_off(lab, DB1)
     try:
         p = fab(lab, "db.replicate")
@@ -308,7 +328,7 @@ def _unreplicate(inv):
         s.close()
 
 
-def test_empty_node_is_seeded_from_the_one_with_data(lab):
+def test_empty_node_is_seeded_from_the_one_with_data(lab, labtable):
     _unreplicate(lab)
     b = admin(lab, DB2)
     b("SET SESSION sql_log_bin = 0")
@@ -463,7 +483,7 @@ def test_haproxy_http_check_keeps_writes_off_a_lagging_node(lab):
 
 
 # ------------------------------------------------------------------ file/position -> GTID
-def test_position_replication_moves_to_gtid_without_reset(lab):
+def test_position_replication_moves_to_gtid_without_reset(lab, labtable):
     """gtid = true on a working file/position pair: db.configure restarts with a GTID
     domain per node, db.replicate moves each replica to GTID at the point it applied
     (no reset, no row lost or doubled), and a second run changes nothing."""
@@ -511,7 +531,7 @@ def mysqld_pids(inv):
             for h in (DB1, DB2)}
 
 
-def test_switching_a_running_pair_to_tls_keeps_replication(lab):
+def test_switching_a_running_pair_to_tls_keeps_replication(lab, labtable):
     """tls + proxy_protocol on a working non-TLS pair: each replica is moved to TLS with
     its threads stopped briefly (same position, no reset), rows neither lost nor doubled."""
     write_inventory(lab.path.parent, gtid=True, **SECURE)
