@@ -37,7 +37,7 @@ def wait_datastore_writer(c: Context, dry: bool = False, yes: bool = False) -> N
         return
     with run_session(c, "cluster.deploy: datastore VIP", yes=yes) as r:
         rise, inter_s = r.inv.db["rise"], r.inv.db["check_inter_ms"] / 1000
-        say(f"  waiting for HAProxy to admit a writer (rise {rise} checks, {inter_s:g} s "
+        say(f"  waiting for HAProxy to admit a writer (rise {rise} checks, at most {inter_s:g} s "
             "apart)")
         t0 = time.monotonic()
         w = datastore.wait_writer(r, timeout=rise * inter_s + 30)

@@ -184,7 +184,8 @@ def test_datastore_has_one_writer() -> None:
     assert ("use-server k3s-db-02 if { sc0_get_gpt0 eq 2 } { srv_is_up(k3s-db/k3s-db-02) }"
             in hap)
     assert "localpeer k3s-db-balancer-01" in hap
-    assert "default-server inter 500ms fall 3 rise 3 on-marked-down shutdown-sessions" in hap
+    assert ("default-server inter 500ms fastinter 100ms fall 3 rise 3 on-marked-down "
+            "shutdown-sessions") in hap
     assert "option httpchk" in hap and "mysql-check" not in hap
     # every check tells the db daemon which server the writer entry holds
     assert "http-check send meth GET uri / hdr X-K3s-Ha-Writer %[int(1),table_gpt0(k3s-db)]" in hap
