@@ -214,7 +214,8 @@ def _gtid_slave_pos(n: Node, source: Node, fpos: tuple[str, int]) -> None:
     pos = source.q(sql.binlog_gtid_pos(), fpos)[0]["g"]
     if pos is None:
         raise StepFailed(f"{source.name}: no GTID position for {fpos[0]}:{fpos[1]}")
-    n.write(sql.set_global("gtid_slave_pos", str(pos)))
+    n.write(sql.set_global("gtid_slave_pos",
+                           facts.with_own_domains(str(pos), facts.executed_gtids(n))))
 
 
 def ensure_repl_user(n: Node, peer: Host, user: str, pw: str, tls: bool = False) -> bool:

@@ -170,6 +170,18 @@ def gtids_lacking(mine: str, theirs: str) -> str:
     return ",".join(f"{d}-{s}" for d, s in sorted(a.items()) if s > b.get(d, 0))
 
 
+def with_own_domains(pos: str, own: str) -> str:
+    """MariaDB: a replica's gtid_slave_pos `pos` (from its source's binlog) completed with
+    the domains only its own binlog holds (pure). MariaDB refuses a slave position that
+    names no value for a domain in the node's binlog ([lab] adopting a guide pair: db-01
+    restarted with its own domain and wrote while db-02 had not replicated it yet). The
+    replica ignores its own domain, so its own last GTID there is the right value."""
+    have = {g.strip().split("-")[0] for g in pos.split(",") if g.strip()}
+    extra = [g.strip() for g in own.replace("\n", "").split(",")
+             if g.strip() and g.strip().split("-")[0] not in have]
+    return ",".join([g.strip() for g in pos.split(",") if g.strip()] + extra)
+
+
 class Divergence(Enum):
     SAME = "same"
     A_AHEAD = "a ahead"      # b lacks some of a's: lag, or b is behind

@@ -301,3 +301,12 @@ def test_switchover_refusals():
     assert "SQL=No" in switch_refusal("a", "b", "IO=Yes SQL=No", "")
     assert "db.rejoin" in switch_refusal("a", "b", "", "1-7")
     assert switch_refusal("a", "b", "", "") == ""
+
+
+def test_a_gtid_slave_pos_keeps_the_domains_only_the_replica_holds():
+    """[lab, adopt] db-01 restarted with its own domain 1 and wrote; db-02's binlog, read
+    at the replica's applied point, has no domain 1: MariaDB refuses that slave position
+    for db-01 ("contains no value for replication domain 1")."""
+    assert facts.with_own_domains("0-1-40,2-2-3", "0-1-40,1-1-7,2-2-3") == "0-1-40,2-2-3,1-1-7"
+    assert facts.with_own_domains("0-1-40", "0-1-38") == "0-1-40"   # the source's wins
+    assert facts.with_own_domains("", "1-1-7") == "1-1-7"
