@@ -1,10 +1,10 @@
-"""The db lab tests' own inventory: lab "khd" on 10.80.0.0/24, only the hosts they need
-(built with tests/lab/labinv.py)."""
+"""The db lab tests' own inventory: a lab name and /24 of this run's own (tag "db",
+10.80.0.0/24 when free), only the hosts they need (built with tests/lab/labinv.py)."""
 from pathlib import Path
 
-from tests.lab import labinv
+from tests.lab import labid, labinv
 
-SUBNET = "10.80.0"
+NAME, SUBNET = labid.claim("db", "10.80.0")  # unique per run
 DB1, DB2 = "k3s-db-01", "k3s-db-02"
 DB_VIP = f"{SUBNET}.101"
 # the db lab's [db] (a 3 s semi-sync timeout and rise 3 keep a run short)
@@ -13,7 +13,7 @@ DB_BASE = {"semi_sync": True, "semi_sync_timeout_ms": 3000, "rise": 3}
 
 def inventory_text(extra_db: str = "", secrets_file: str = "secrets.toml",
                    save_prompted: bool = False, health_check: str = "mysql-check",
-                   gtid: bool = False, lab: tuple[str, str, int] = ("khd", SUBNET, 44),
+                   gtid: bool = False, lab: tuple[str, str, int] = (NAME, SUBNET, 44),
                    db_section: str | None = None, tls: bool | None = None,
                    proxy_protocol: bool | None = None) -> str:
     """The inventory's TOML; the arguments are write_inventory's."""
@@ -42,10 +42,10 @@ def inventory_text(extra_db: str = "", secrets_file: str = "secrets.toml",
 def write_inventory(folder: Path, extra_db: str = "", name: str = "hosts.toml",
                     secrets_file: str = "secrets.toml", save_prompted: bool = False,
                     health_check: str = "mysql-check", gtid: bool = False,
-                    lab: tuple[str, str, int] = ("khd", SUBNET, 44),
+                    lab: tuple[str, str, int] = (NAME, SUBNET, 44),
                     db_section: str | None = None, tls: bool | None = None,
                     proxy_protocol: bool | None = None) -> Path:
-    """hosts.toml (or `name`) for lab khd in `folder` (ssh key, known_hosts, secrets
+    """hosts.toml (or `name`) for this run's db lab in `folder` (ssh key, known_hosts, secrets
     beside it). The guide's check and file/position replication unless told otherwise
     (the defaults, http and GTID, are what test_dbfailover_lab.py runs). `extra_db`: TOML
     lines laid over [db] (a key there replaces the same key); `lab`: (name, subnet's first

@@ -1,5 +1,5 @@
-"""Adopting a cluster built BY HAND from the guide (lab "khg", 10.77.90.0/24, the guide's ten
-hosts): balancers and databases are set up with the guide's own commands and files, then
+"""Adopting a cluster built BY HAND from the guide (a lab of this run's own, 10.77.90.0/24
+when free, the guide's ten hosts): balancers and databases are set up with the guide's own commands and files, then
 `fab cluster.adopt` reports the differences and `fab cluster.deploy --yes` takes over while
 both VIPs are probed and both replicas sampled. The two k3s servers are built by hand too,
 the guide's way: the installer (the k3s-ha stand-in's install.sh, NOT k3s, run as the upstream
@@ -23,11 +23,12 @@ from tasks.core import inventory
 from tasks.db import session as _db  # noqa: F401  (before facts.mysql: import cycle)
 from tasks.facts.mysql import parse_replica_status, parse_text_status
 from tasks.lab import labnet
+from tests.lab import labid
 from tests.lab.guide_haproxy import STATS
 from tests.lab.test_cluster_lab import TIMINGS, fab, guide_inventory, ok, secrets, ssh
 
 pytestmark = pytest.mark.lab
-NAME, SUBNET = "khg", "10.77.90"
+NAME, SUBNET = labid.claim("ad", "10.77.90")  # unique per run
 VRIDS = (95, 96)
 DBS = ("k3s-db-01", "k3s-db-02")
 

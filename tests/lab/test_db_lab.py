@@ -1,4 +1,4 @@
-"""db namespace on real MariaDB 10.11 in the lab (instance "khd", 10.80.0.0/24).
+"""db namespace on real MariaDB 10.11 in the lab (a lab of this run's own: khd_inventory).
 
 The fixture builds its own lab from tests/lab/khd_inventory.py in a temp folder and always
 tears it down. Tests run in file order on one replicated pair.
@@ -18,7 +18,7 @@ from tasks.db import session as dbsession
 from tasks.lab import labnet
 from tests.lab import labdb
 from tests.lab.labdb import secret
-from tests.lab.khd_inventory import DB1, DB2, write_inventory
+from tests.lab.khd_inventory import DB1, DB2, SUBNET, write_inventory
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
@@ -593,7 +593,7 @@ def test_proxy_protocol_grants_name_the_k3s_servers_not_the_balancers(lab):
     # a client inside proxy_protocol_networks connecting directly (no PROXY header) is
     # still served as itself: the mysql-check user from a balancer logs in
     s = Sql(lab, "k3s-db-balancer-01", "haproxy-check", "", target=lab.host(DB1).address)
-    assert s("SELECT CURRENT_USER() AS u")[0]["u"].startswith("haproxy-check@10.80.0.2")
+    assert s("SELECT CURRENT_USER() AS u")[0]["u"].startswith(f"haproxy-check@{SUBNET}.2")
     s.close()
     st = fab(lab, "balancers.status")  # HAProxy's mysql-check (check-send-proxy) passes
     for h in (DB1, DB2):
