@@ -1,6 +1,6 @@
 """Adopting a cluster built BY HAND from the guide (a lab of this run's own, 10.77.90.0/24
-when free, the guide's ten hosts): balancers and databases are set up with the guide's own commands and files, then
-`fab cluster.adopt` reports the differences and `fab cluster.deploy --yes` takes over while
+when free, the guide's ten hosts): balancers and databases are set up with the guide's own
+commands and files, then `fab cluster.adopt` reports the differences and `fab cluster.deploy --yes` takes over while
 both VIPs are probed and both replicas sampled. The two k3s servers are built by hand too,
 the guide's way: the installer (the k3s-ha stand-in's install.sh, NOT k3s, run as the upstream
 one would be in an airgap install) with K3S_DATASTORE_ENDPOINT, the token and
