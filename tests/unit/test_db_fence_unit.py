@@ -310,3 +310,33 @@ def test_a_gtid_slave_pos_keeps_the_domains_only_the_replica_holds():
     assert facts.with_own_domains("0-1-40,2-2-3", "0-1-40,1-1-7,2-2-3") == "0-1-40,2-2-3,1-1-7"
     assert facts.with_own_domains("0-1-40", "0-1-38") == "0-1-40"   # the source's wins
     assert facts.with_own_domains("", "1-1-7") == "1-1-7"
+
+
+def test_the_daemon_reads_mysql_gtid_sets_too():
+    """MySQL 8 has no GTID domains: executed GTIDs are server_uuid:ranges; errant
+    transactions are the ranges the peer lacks, client commits the own uuid's."""
+    inv = inventory.load(ROOT / "hosts.toml")
+    text = health.health_script(inv, inv.host("k3s-db-02"),
+                                sql.parse_version("8.4.3"))
+    assert "@@GLOBAL.server_uuid" in text and "@@GLOBAL.gtid_domain_id" not in text
+    ns: dict = {"__name__": "db_health"}
+    exec(compile(text, "db-health", "exec"), ns)  # noqa: S102 - our own rendered program
+    u1, u2 = "3e11fa47-71ca-11e1-9e33-c80aa9429562", "4f22ab58-82db-22f2-af44-d91bb0530673"
+    assert ns["lacking"](f"{u1}:1-10,\n{u2}:1-5", f"{u1}:1-8,{u2}:1-5") == f"{u1}:9-10"
+    assert ns["lacking"](f"{u1}:1-5:7-9", f"{u1}:1-3:8") == f"{u1}:4-5:7:9"
+    assert ns["lacking"](f"{u1}:1-5", f"{u1}:1-9,{u2}:1-2") == ""
+    assert ns["own_count"](f"{u1}:1-5:7-9,{u2}:1-3", u1.upper()) == 8
+    db, peer = FakeDb(domain=u2), {"up": True, "state": {"gtid": f"{u1}:1-5", "ro": True}}
+    db.gtid = f"{u1}:1-4"                   # one of the old writer's not applied yet
+    ns["mysql"] = db
+    ns["peer_reachable"] = lambda: peer["up"]
+    ns["peer_state"] = lambda: dict(peer["state"])
+    fence = ns["Fence"]()
+    names(ns, 2)
+    ticks(ns, fence)
+    assert db.ro
+    db.gtid = f"{u1}:1-5"
+    ticks(ns, fence, 1)
+    assert not db.ro
+    db.gtid = f"{u1}:1-5,{u2}:1-3"          # clients commit here
+    assert ticks(ns, fence)["last_write"] > 0
