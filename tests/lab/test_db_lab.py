@@ -393,6 +393,11 @@ def test_failover_through_datastore_vip(lab):
 
 
 # ------------------------------------------------------------------ replication-aware health
+def ssh_run(inv, host, command):
+    return subprocess.run(labnet.ssh_argv(inv, host, [command]), capture_output=True,
+                          text=True, timeout=60)
+
+
 def http_health(inv, host, via="k3s-db-balancer-01"):
     """(status, body) of the db.health endpoint on `host` asked from `via` (None: from here),
     (None, why) if it does not answer."""
@@ -445,12 +450,15 @@ def test_health_endpoint_answers_200_only_when_caught_up(lab):
 
 
 def test_haproxy_http_check_keeps_writes_off_a_lagging_node(lab):
-    """With [db] health_check = "http", HAProxy sends writes to db-02 while db-01 is not
-    caught up (its SQL thread stopped), and back to db-01 once it is."""
+    """With [db] health_check = "http": a standby whose SQL thread is stopped is DOWN in
+    HAProxy and never takes the writes, even when the writer's check fails; once caught
+    up it takes them (named by HAProxy, the old writer's daemon silent), and the old
+    writer, back, does not take them back."""
     folder = lab.path.parent
     write_inventory(folder, health_check="http", **PLAIN)
     pw = secret(lab, "k3s_db_password")
-    a = admin(lab, DB1)
+    b = admin(lab, DB2)
+    daemon = "k3s-ha-db-health"
     try:
         p = fab(lab, "balancers.deploy", "--yes")
         assert p.returncode == 0, p.stdout + p.stderr
@@ -465,20 +473,36 @@ def test_haproxy_http_check_keeps_writes_off_a_lagging_node(lab):
             except pymysql.MySQLError:
                 return None
 
-        assert wait_for(lambda: writer_id() == 1, 60), "db-01 should be the writer"
-        a("STOP SLAVE SQL_THREAD")
-        assert wait_for(lambda: writer_id() == 2, 30), "writes must leave the lagging db-01"
-        st = fab(lab, "balancers.status")
-        line = next(ln for ln in st.stdout.splitlines() if DB1 in ln and "primary" in ln)
-        assert "DOWN" in line, st.stdout
-        a("START SLAVE SQL_THREAD")
-        # the sticky writer: db-01 caught up is eligible again but does not take writes back
-        assert wait_for(lambda: http_health(lab, DB1)[0] == 200, 30)
+        def writable(h):
+            s = admin(lab, h)
+            try:
+                return s("SELECT @@GLOBAL.read_only AS ro")[0]["ro"] == 0
+            finally:
+                s.close()
+
+        assert wait_for(lambda: writer_id() == 1 and writable(DB1) and not writable(DB2),
+                        60), "db-01 should be the writer, db-02 read-only"
+        b("STOP SLAVE SQL_THREAD")
+        assert wait_for(lambda: http_health(lab, DB2)[0] == 503, 10), http_health(lab, DB2)
+        def db2_line():
+            return next(ln for ln in fab(lab, "balancers.status").stdout.splitlines()
+                        if DB2 in ln and "primary" in ln)
+        assert wait_for(lambda: "DOWN" in db2_line(), 15), db2_line()
+        ssh_run(lab, DB1, f"systemctl stop {daemon}")   # the writer's check fails now
+        time.sleep(3)
+        assert writer_id() is None, "writes went to the lagging db-02"
+        assert not writable(DB2)
+        b("START SLAVE SQL_THREAD")
+        assert wait_for(lambda: writer_id() == 2 and writable(DB2), 30), \
+            "db-02, caught up and named by HAProxy, should take the writes"
+        ssh_run(lab, DB1, f"systemctl start {daemon}")
+        assert wait_for(lambda: not writable(DB1), 15), "the old writer stays writable"
         time.sleep(3)
         assert writer_id() == 2, "no failback: db-02 keeps the writes"
     finally:
-        a("START SLAVE SQL_THREAD")
-        a.close()
+        ssh_run(lab, DB1, f"systemctl start {daemon}")
+        b("START SLAVE SQL_THREAD")
+        b.close()
         write_inventory(folder, **PLAIN)
 
 

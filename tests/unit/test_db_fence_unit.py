@@ -154,8 +154,44 @@ def test_a_writer_no_balancer_checks_fences_itself(daemon):
     fence.started -= 10
     for b in ns["BALANCERS"]:               # last heard 5 s ago, naming this node
         ns["heard"][b] = (2, 0.0, ns["time"].time() - 5)
+    ns["last_entry"][0] = ns["time"].time() - 5
     v = ticks(ns, fence, 1)
     assert db.ro and "no db balancer checked it" in v["fenced"]
+
+
+def test_hands_off_read_only_when_haproxy_does_not_check_through_the_daemon(daemon):
+    """[lab] with the guide's mysql-check (db.health run by hand) no check ever reaches
+    the daemon: it fenced both nodes. It manages read_only only while checks carry the
+    writer entry (within the last minute)."""
+    ns, db, peer = daemon
+    db.ro = False
+    fence = ns["Fence"]()
+    fence.started -= 10
+    ticks(ns, fence)
+    assert not db.ro and "SET GLOBAL read_only = ON" not in db.sent
+    names(ns, 1)                            # HAProxy reconfigured: the entry names db-01
+    ticks(ns, fence, 1)
+    assert db.ro
+    db.ro = False                           # then no entry-carrying check for 2 minutes
+    for b in ns["BALANCERS"]:
+        ns["heard"][b] = (1, 0.0, ns["time"].time() - 120)
+    ns["last_entry"][0] = ns["time"].time() - 120
+    ticks(ns, fence)
+    assert not db.ro
+
+
+def test_a_standby_named_by_haproxy_takes_over_from_a_writer_whose_daemon_died(daemon):
+    """mysqld of the old writer answers, its daemon does not: HAProxy marked it DOWN (its
+    check fails) and cut its sessions; named, the standby takes over once applied."""
+    ns, db, peer = daemon
+    fence = ns["Fence"]()
+    ns["peer_state"] = lambda: None         # the peer's mysqld answers TCP, no daemon
+    names(ns, 1)
+    ticks(ns, fence)
+    assert db.ro, "took over while HAProxy still names the peer"
+    names(ns, 2)
+    ticks(ns, fence, 1)
+    assert not db.ro
 
 
 def test_checks_without_the_entry_neither_promote_nor_fence(daemon):
