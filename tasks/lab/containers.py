@@ -226,6 +226,15 @@ def ssh_banner(address: str, port: int = 22, timeout: float = 1.0) -> bool:
         return False
 
 
+def console_tail(inv: Inventory, host: str, lines: int = 15) -> str:
+    """The last lines of the host's console log ('' when there is none)."""
+    try:
+        text = (host_dir(inv, host) / "console.log").read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def wait_ssh(inv: Inventory, host: str, timeout: float = 60) -> float:
     """Wait until the host's sshd sends its banner; returns seconds waited."""
     require_lab(inv)

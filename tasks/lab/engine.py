@@ -19,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core.errors import Refused
+from ..core.errors import Refused, StepFailed
 from ..core.inventory import Host, Inventory
 from ..core.run import fan_out
 from ..core.secrets import confirm, interactive
@@ -125,6 +125,26 @@ def _prepare_host(inv: Inventory, h: Host, image: Path, files: dict[str, str]) -
     return changed
 
 
+def _wait_or_reboot(inv: Inventory, h: Host, image: Path, files: dict[str, str],
+                    timeout: float, log: Log) -> None:
+    """sshd answering; a host whose boot stalled is booted once more before failing ([lab]
+    one container of ten, once in a full test run, never answered in 120 s)."""
+    try:
+        containers.wait_ssh(inv, h.name, timeout)
+        return
+    except StepFailed as e:
+        tail = containers.console_tail(inv, h.name)
+        log(f"lab {lab_name(inv)}: {e}; booting {h.name} once more. Its console ended "
+            f"with:\n{tail}")
+    containers.stop_host(inv, h.name)
+    _prepare_host(inv, h, image, files)
+    try:
+        containers.wait_ssh(inv, h.name, timeout)
+    except StepFailed as e:
+        raise StepFailed(f"{e}; its console ended with:\n{containers.console_tail(inv, h.name)}"
+                         ) from None
+
+
 def up(inv: Inventory, log: Log = print, ssh_timeout: float = 120,
        yes: bool = False) -> UpResult:
     """Bring the lab to its declared state; a no-op when it is already there."""
@@ -146,7 +166,7 @@ def up(inv: Inventory, log: Log = print, ssh_timeout: float = 120,
     changed |= any(each(hosts, lambda h: _prepare_host(inv, inv.host(h), image, files)))
     changed |= faults.clear_all_loss(inv)
     access.collect_host_keys(inv)
-    each(hosts, lambda h: containers.wait_ssh(inv, h, ssh_timeout))
+    each(hosts, lambda h: _wait_or_reboot(inv, inv.host(h), image, files, ssh_timeout, log))
     secs = time.monotonic() - t0
     what = f"up in {secs:.1f}s" if changed else "up, nothing to do"
     log(f"lab {lab_name(inv)}: {len(hosts)} hosts {what}")

@@ -290,3 +290,33 @@ def test_loss_rules_are_read_back_from_nftables():
     empty = '{"nftables":[{"table":{"family":"bridge","name":"khat_lab","handle":2}}]}'
     assert labnet.parse_loss(empty) == {}
     assert labnet.parse_loss("") == {}
+
+
+def test_a_host_whose_boot_stalled_is_booted_once_more(monkeypatch):
+    """[lab] one container in a full run never answered SSH: booted again before failing,
+    and the failure quotes its console."""
+    from types import SimpleNamespace
+
+    from tasks.core.errors import StepFailed
+    from tasks.lab import engine
+    calls = []
+    answers = [False, True]
+
+    def wait_ssh(inv, host, timeout):
+        calls.append(("wait", host))
+        if not answers.pop(0):
+            raise StepFailed(f"{host} (10.0.0.9): SSH not answering after {timeout:.0f}s.")
+        return 1.0
+    monkeypatch.setattr(engine.containers, "wait_ssh", wait_ssh)
+    monkeypatch.setattr(engine.containers, "stop_host", lambda inv, h: calls.append(("stop", h)))
+    monkeypatch.setattr(engine.containers, "console_tail", lambda inv, h: "systemd: hung")
+    monkeypatch.setattr(engine, "_prepare_host", lambda inv, h, i, f: calls.append(("boot", h.name)))
+    monkeypatch.setattr(engine, "lab_name", lambda inv: "t")
+    h, logs = SimpleNamespace(name="k3s-server-02"), []
+    engine._wait_or_reboot(None, h, None, {}, 5, logs.append)
+    assert calls == [("wait", "k3s-server-02"), ("stop", "k3s-server-02"),
+                     ("boot", "k3s-server-02"), ("wait", "k3s-server-02")]
+    assert "booting k3s-server-02 once more" in logs[0] and "systemd: hung" in logs[0]
+    answers[:] = [False, False]
+    with pytest.raises(StepFailed, match="console ended with:\nsystemd: hung"):
+        engine._wait_or_reboot(None, h, None, {}, 5, logs.append)
