@@ -1,5 +1,5 @@
-"""cluster.deploy for real on the guide's ten hosts (lab "khc", 10.77.80.0/24), with the k3s-ha
-stand-in (tasks/lab/standin: NOT k3s) as the k3s binary.
+"""cluster.deploy for real on the guide's ten hosts (a lab of this run's own, 10.77.80.0/24 when
+free), with the k3s-ha stand-in (tasks/lab/standin: NOT k3s) as the k3s binary.
 
 One module-scoped lab, always torn down: from freshly booted bare hosts `fab cluster.deploy
 --yes` while every host's process list (and the operator's) is sampled, then
@@ -24,11 +24,11 @@ import pytest
 
 from tasks.core import inventory
 from tasks.lab import labnet
-from tests.lab import labdb
+from tests.lab import labdb, labid
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
-NAME, SUBNET = "khc", "10.77.80"
+NAME, SUBNET = labid.claim("cl", "10.77.80")  # unique per run
 TIMINGS: dict[str, float] = {}
 SECRET_NAMES = ("db_admin_password", "replication_password", "k3s_db_password", "k3s_token")
 
