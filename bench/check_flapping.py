@@ -1,5 +1,6 @@
 """How often the datastore's health check flaps under packet loss, with the project's fast
-detection (`inter 500ms fall 2 rise 3`) against the guide's (`inter 2s fall 3 rise 30`).
+detection (`inter 500ms fastinter 100ms fall 3 rise 3`) against the guide's (`inter 2s
+fall 3 rise 30`).
 
 A false DOWN of the writer moves the writes (no failback: the writer stays moved), so
 faster detection has a price under a lossy network; this measures it. For each setting: a

@@ -15,8 +15,8 @@ repaired after --heal seconds.
 
 The guide's settings: mysql-check, primary + backup, inter 2 s fall 3 rise 30, file/position
 replication, no TLS; the project's defaults: the sticky writer, the replication-aware check
-and fence, inter 500 ms fall 2 rise 3, GTID, TLS (no PROXY protocol: the writer client runs
-on this machine). Each runs on a fresh lab of its own (tests/lab/dbfail_kit.py):
+and fence, inter 500 ms fastinter 100 ms fall 3 rise 3, GTID, TLS (no PROXY protocol: the
+writer client runs on this machine). Each runs on a fresh lab of its own (tests/lab/dbfail_kit.py):
   sudo .venv/bin/python bench/datastore_failover.py [--heal 20] [--only defaults|guide]
 """
 from __future__ import annotations
