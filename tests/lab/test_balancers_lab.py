@@ -148,9 +148,12 @@ VRIDS = {"api": 53, "db": 54}
 def guide_setup(inv, host, key, first):
     hosts, vip = PAIRS[key]
     port, bport = (6443, 6443) if key == "api" else (3306, 3306)
-    ssh_in(inv, host, "DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && "
-                      "DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy keepalived "
-                      "curl >/dev/null && cat > /etc/haproxy/haproxy.cfg", 
+    # apt-get update under `timeout`, retried (as the tasks do): four hosts refreshing the
+    # index at once through apt-cacher-ng can leave one waiting forever ([lab] CI: 600 s)
+    ssh_in(inv, host, "export DEBIAN_FRONTEND=noninteractive; for t in 60 180; do "
+                      "timeout -k 5 $t apt-get update -q >/dev/null && break; done; "
+                      "apt-get install -y -q haproxy keepalived "
+                      "curl >/dev/null && cat > /etc/haproxy/haproxy.cfg",
            GUIDE_HAPROXY.format(port=port, bport=bport))
     ssh_in(inv, host, "cat > /etc/keepalived/keepalived.conf && "
                       "systemctl enable -q keepalived haproxy && "
