@@ -9,6 +9,7 @@ from typing import Any
 from ..core import render
 from ..core.errors import InputError
 from ..core.inventory import K3S_API_PORT, Host, Inventory, Vip
+from ..facts.datastore import WRITER_HEADER
 from ..facts.haproxy import ADMIN_SOCKET
 from ..facts.vrrp import priorities
 
@@ -100,9 +101,6 @@ DB_PEERS_PORT = 10000
 # first value ever reached the other balancer). The spare slot is never used by a key.
 # A response sets the entry only while it names no UP server: a late answer on a
 # connection routed before a switch ([lab] db.switchover) never takes the writes back.
-# The health daemon on each db host turns read_only off only on the server this names,
-# once the other is fenced (files/db-health.py.j2); 0 = no entry yet.
-WRITER_HEADER = "X-K3s-Ha-Writer"
 DB_STICK = ["stick-table type integer size 2 nopurge store gpt0 peers " + DB_PEERS,
             "tcp-request content track-sc0 int(1)"]
 

@@ -16,6 +16,7 @@ from ..core.inventory import Host, Inventory
 from ..core.ops import ensure_file, ensure_service
 from ..core.run import Run
 from ..core.ssh import sh
+from ..facts.datastore import WRITER_HEADER
 from ..facts.mysql import server_version
 from . import sql
 
@@ -42,8 +43,7 @@ def health_script(inv: Inventory, h: Host, d: sql.Dialect) -> str:
                          balancers=repr(sorted(b.address for b in inv.with_role("db-balancer"))),
                          my_id=h.server_id, peer_id=peer.server_id, client_user=inv.db["user"],
                          mysql_port=inv.db["port"], gtid_sql=sql.gtid_executed_var(d),
-                         mariadb=d.mariadb, own_sql="@@GLOBAL.gtid_domain_id" if d.mariadb
-                         else "@@GLOBAL.server_uuid",
+                         mariadb=d.mariadb, header=WRITER_HEADER,
                          stop_io=sql.stop_replica(d, "IO_THREAD"),
                          start_io=sql.start_replica(d, "IO_THREAD"))
 

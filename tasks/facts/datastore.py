@@ -40,6 +40,9 @@ class VipView:
 
 
 DB_BACKEND = "k3s-db"
+# the header each HAProxy check of a db server carries: the server id the writer entry
+# holds (0: none yet); the health daemon there acts on it (files/db-health.py.j2)
+WRITER_HEADER = "X-K3s-Ha-Writer"
 
 
 def parse_stick_table(text: str) -> int | None:

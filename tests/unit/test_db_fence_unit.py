@@ -32,8 +32,8 @@ class FakeDb:
     """mysqld as the daemon sees it: executed GTIDs, read_only, the peer's dump threads,
     client sessions; every statement kept in `sent`."""
 
-    def __init__(self, domain="2"):
-        self.gtid, self.dumps, self.io, self.domain = "1-1-5", "", "Yes", domain
+    def __init__(self):
+        self.gtid, self.dumps, self.io = "1-1-5", "", "Yes"
         self.ro, self.clients, self.exec_pos, self.lag = True, ["77"], "9", "0"
         self.sent: list[str] = []
 
@@ -42,7 +42,7 @@ class FakeDb:
         if "WHERE USER" in stmt:
             return [[c] for c in self.clients]
         if stmt.startswith("SELECT"):
-            return [[self.gtid, self.domain, self.dumps, "1" if self.ro else "0"]]
+            return [[self.gtid, self.dumps, "1" if self.ro else "0"]]
         if stmt.startswith("SHOW"):
             cols = ["Slave_IO_Running", "Slave_SQL_Running", "Last_SQL_Errno",
                     "Relay_Master_Log_File", "Master_Log_File", "Exec_Master_Log_Pos",
@@ -57,13 +57,13 @@ class FakeDb:
         return []
 
 
-def _daemon(name, domain):
+def _daemon(name):
     inv = inventory.load(ROOT / "hosts.toml")
     text = health.health_script(inv, inv.host(name), MARIA)
     ns: dict = {"__name__": "db_health"}
     exec(compile(text, "db-health", "exec"), ns)  # noqa: S102 - our own rendered program
-    db = FakeDb(domain)
-    peer = {"up": True, "state": {"gtid": "1-1-5", "last_write": 0.0, "ro": False}}
+    db = FakeDb()
+    peer = {"up": True, "state": {"gtid": "1-1-5", "ro": False}}
     ns["mysql"] = db
     ns["peer_reachable"] = lambda: peer["up"]
     ns["peer_state"] = lambda: dict(peer["state"]) if peer["up"] else None
@@ -73,7 +73,7 @@ def _daemon(name, domain):
 @pytest.fixture
 def daemon():
     """The daemon of k3s-db-02 (server id 2; its peer k3s-db-01 is id 1)."""
-    return _daemon("k3s-db-02", "2")
+    return _daemon("k3s-db-02")
 
 
 def ticks(ns, fence, n=3):
@@ -100,15 +100,15 @@ def test_takeover_guards_replication_until_the_old_writer_is_proven_clean(daemon
     assert db.ro, "promoted before the peer failed two probes"
     v = ticks(ns, fence, 1)
     assert not db.ro and v["role"] == "writer"
-    db.gtid = "1-1-5,2-2-1"                 # clients commit here now (domain 2 grows)
+    db.gtid = "1-1-5,2-2-1"                 # clients commit here now
     v = ticks(ns, fence)
     assert v["role"] == "writer" and v["code"] == 200 and v["guarded"]
     assert "STOP REPLICA IO_THREAD" in db.sent
     assert any(s.startswith("KILL") for s in db.sent) is False  # no dump threads to kill
-    peer.update(up=True, state={"gtid": "1-1-6", "last_write": 1.0, "ro": True})  # errant
+    peer.update(up=True, state={"gtid": "1-1-6", "ro": True})  # errant
     v = ticks(ns, fence)
     assert v["guarded"] and "START REPLICA IO_THREAD" not in db.sent
-    peer["state"] = {"gtid": "1-1-5,2-2-1", "last_write": 1.0, "ro": True}  # rebuilt: clean
+    peer["state"] = {"gtid": "1-1-5,2-2-1", "ro": True}  # rebuilt: clean
     v = ticks(ns, fence)
     assert not v["guarded"] and db.sent[-1] != "STOP REPLICA IO_THREAD"
     assert "START REPLICA IO_THREAD" in db.sent
@@ -210,8 +210,8 @@ def test_checks_without_the_entry_neither_promote_nor_fence(daemon):
 
 
 def test_with_no_entry_yet_only_the_first_node_is_promoted():
-    for name, domain, promoted in (("k3s-db-01", "1", True), ("k3s-db-02", "2", False)):
-        ns, db, peer = _daemon(name, domain)
+    for name, promoted in (("k3s-db-01", True), ("k3s-db-02", False)):
+        ns, db, peer = _daemon(name)
         peer["state"]["ro"] = True          # a fresh pair: both read-only
         fence = ns["Fence"]()
         names(ns, 0)
@@ -239,7 +239,7 @@ def test_a_standby_holding_gtids_the_writer_lacks_is_fenced(daemon):
     fence = ns["Fence"]()
     names(ns, 1)
     db.gtid = "1-1-6"                       # the cut-off writer's late commit
-    peer["state"] = {"gtid": "1-1-5,2-2-40", "last_write": 5.0, "ro": False}
+    peer["state"] = {"gtid": "1-1-5,2-2-40", "ro": False}
     v = ticks(ns, fence)
     assert v["role"] == "standby" and v["code"] == 503 and "errant" in v["why"]
     assert v["errant"] == "1-6"
@@ -354,15 +354,14 @@ def test_the_daemon_reads_mysql_gtid_sets_too():
     inv = inventory.load(ROOT / "hosts.toml")
     text = health.health_script(inv, inv.host("k3s-db-02"),
                                 sql.parse_version("8.4.3"))
-    assert "@@GLOBAL.server_uuid" in text and "@@GLOBAL.gtid_domain_id" not in text
+    assert "@@GLOBAL.gtid_executed" in text and "@@GLOBAL.gtid_binlog_pos" not in text
     ns: dict = {"__name__": "db_health"}
     exec(compile(text, "db-health", "exec"), ns)  # noqa: S102 - our own rendered program
     u1, u2 = "3e11fa47-71ca-11e1-9e33-c80aa9429562", "4f22ab58-82db-22f2-af44-d91bb0530673"
     assert ns["lacking"](f"{u1}:1-10,\n{u2}:1-5", f"{u1}:1-8,{u2}:1-5") == f"{u1}:9-10"
     assert ns["lacking"](f"{u1}:1-5:7-9", f"{u1}:1-3:8") == f"{u1}:4-5:7:9"
     assert ns["lacking"](f"{u1}:1-5", f"{u1}:1-9,{u2}:1-2") == ""
-    assert ns["own_count"](f"{u1}:1-5:7-9,{u2}:1-3", u1.upper()) == 8
-    db, peer = FakeDb(domain=u2), {"up": True, "state": {"gtid": f"{u1}:1-5", "ro": True}}
+    db, peer = FakeDb(), {"up": True, "state": {"gtid": f"{u1}:1-5", "ro": True}}
     db.gtid = f"{u1}:1-4"                   # one of the old writer's not applied yet
     ns["mysql"] = db
     ns["peer_reachable"] = lambda: peer["up"]
@@ -374,5 +373,3 @@ def test_the_daemon_reads_mysql_gtid_sets_too():
     db.gtid = f"{u1}:1-5"
     ticks(ns, fence, 1)
     assert not db.ro
-    db.gtid = f"{u1}:1-5,{u2}:1-3"          # clients commit here
-    assert ticks(ns, fence)["last_write"] > 0
