@@ -155,14 +155,18 @@ def _writer_or_none(lab):
 
 
 def test_rejoin_keeps_a_real_errant_transaction_and_rebuilds_the_node(lab):
-    """A writer cut off from its peer and the balancers commits one row (through a login
-    of its own, the operator still reaches it): an errant transaction. After the heal,
+    """A writer cut off from its peer and the balancers fences itself (read-only), yet
+    commits one row (through an admin login of its own, the operator still reaches it):
+    an errant transaction. After the heal,
     db.status says ERRANT (exit 1); db.rejoin keeps the row in a 0600 dump, re-seeds the
     node from the writer, replication runs both ways and the checksums are equal."""
     old = kit.writer_host(lab)
     kit.cut_off(lab, old, True)
     try:
         assert kit.wait_for(lambda: _writer_or_none(lab) not in (None, old), 20)
+        # no balancer checks it any more: its health daemon turned it read-only itself
+        assert kit.wait_for(lambda: not kit.writable(lab, old), 10), \
+            "the cut-off writer stayed writable"
         s = kit.admin(lab, old)
         s("CREATE TABLE k3s.t_errant (id INT PRIMARY KEY, tag VARCHAR(40))")
         s("INSERT INTO k3s.t_errant VALUES (1, 'errant-row-on-the-cut-off-writer')")
