@@ -21,7 +21,7 @@ from tasks.lab import labnet
 from tasks.lab.names import lab_name, switch_ns
 from tasks.db import tls
 from tests.lab import khd_inventory, labid
-from tests.lab.test_db_lab import admin, fab, secret, wait_for  # noqa: F401 - re-exported
+from tests.lab.test_db_lab import admin, fab, secret, wait_for, writable  # noqa: F401 - re-exported
 
 NAME, SUBNET = labid.claim("df", "10.77.70")  # unique per run
 DB1, DB2 = "k3s-db-01", "k3s-db-02"
@@ -151,11 +151,6 @@ def stick_entry(inv, balancer: str) -> int | None:
     from tasks.facts.datastore import parse_stick_table
     return parse_stick_table(on_host(inv, balancer, "echo 'show table k3s-db' | socat stdio "
                                      "UNIX-CONNECT:/run/haproxy/admin.sock"))
-
-
-def writable(inv, host: str) -> bool:
-    """read_only OFF on that db host, as mysqld says (the health daemon sets it)."""
-    return on_host(inv, host, "mysql -NBe 'SELECT @@GLOBAL.read_only'").strip() == "0"
 
 
 def vip_on(inv, balancer: str) -> bool:

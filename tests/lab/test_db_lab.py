@@ -398,6 +398,11 @@ def ssh_run(inv, host, command):
                           text=True, timeout=60)
 
 
+def writable(inv, host):
+    """read_only OFF on that db host, as mysqld says (the health daemon sets it)."""
+    return ssh_run(inv, host, "mysql -NBe 'SELECT @@GLOBAL.read_only'").stdout.strip() == "0"
+
+
 def http_health(inv, host, via="k3s-db-balancer-01"):
     """(status, body) of the db.health endpoint on `host` asked from `via` (None: from here),
     (None, why) if it does not answer."""
@@ -473,14 +478,8 @@ def test_haproxy_http_check_keeps_writes_off_a_lagging_node(lab):
             except pymysql.MySQLError:
                 return None
 
-        def writable(h):
-            s = admin(lab, h)
-            try:
-                return s("SELECT @@GLOBAL.read_only AS ro")[0]["ro"] == 0
-            finally:
-                s.close()
-
-        assert wait_for(lambda: writer_id() == 1 and writable(DB1) and not writable(DB2),
+        assert wait_for(lambda: writer_id() == 1 and writable(lab, DB1)
+                        and not writable(lab, DB2),
                         60), "db-01 should be the writer, db-02 read-only"
         b("STOP SLAVE SQL_THREAD")
         assert wait_for(lambda: http_health(lab, DB2)[0] == 503, 10), http_health(lab, DB2)
@@ -491,12 +490,12 @@ def test_haproxy_http_check_keeps_writes_off_a_lagging_node(lab):
         ssh_run(lab, DB1, f"systemctl stop {daemon}")   # the writer's check fails now
         time.sleep(3)
         assert writer_id() is None, "writes went to the lagging db-02"
-        assert not writable(DB2)
+        assert not writable(lab, DB2)
         b("START SLAVE SQL_THREAD")
-        assert wait_for(lambda: writer_id() == 2 and writable(DB2), 30), \
+        assert wait_for(lambda: writer_id() == 2 and writable(lab, DB2), 30), \
             "db-02, caught up and named by HAProxy, should take the writes"
         ssh_run(lab, DB1, f"systemctl start {daemon}")
-        assert wait_for(lambda: not writable(DB1), 15), "the old writer stays writable"
+        assert wait_for(lambda: not writable(lab, DB1), 15), "the old writer stays writable"
         time.sleep(3)
         assert writer_id() == 2, "no failback: db-02 keeps the writes"
     finally:
