@@ -226,6 +226,16 @@ def _tail(res: Any) -> str:
 TIMEOUT_GRACE = 60
 
 
+class WholeInput(io.StringIO):
+    """A command's stdin handed to Invoke in one read. Invoke reads a stream that is not a
+    terminal one character per loop turn and sleeps 10 ms between turns
+    (invoke.terminals.bytes_to_read is 1 without a fileno), so a 300-byte environment on
+    stdin took 3 s to send, longer with parallel threads."""
+
+    def read(self, size: int | None = -1) -> str:
+        return super().read()
+
+
 def sh(conn: Connection, cmd: str, *, stdin: str | None = None, warn: bool = False,
        write: bool = True, timeout: int | None = None, mask: str = "") -> Any:
     """Run `cmd` as root on the host (sudo -n for non-root users).
@@ -251,7 +261,7 @@ def sh(conn: Connection, cmd: str, *, stdin: str | None = None, warn: bool = Fal
         return _DryResult()
     log.debug("[%s] $ %s", name, shown)
     try:
-        res = conn.run(full, hide=True, warn=True, in_stream=io.StringIO(stdin) if stdin is not None
+        res = conn.run(full, hide=True, warn=True, in_stream=WholeInput(stdin) if stdin is not None
                        else False, dry=False, pty=False,
                        timeout=None if timeout is None else timeout + TIMEOUT_GRACE)
     except UnexpectedExit as e:  # pragma: no cover - warn=True prevents it
