@@ -200,8 +200,24 @@ def unit_active(conn: Connection, unit: str) -> str:
     return res.stdout.strip()
 
 
-def journal(conn: Connection, unit: str, lines: int = 200, since: str = "") -> str:
+def _journal_cmd(unit: str, lines: int, since: str) -> str:
     extra = f" --since {shlex.quote(since)}" if since else ""
-    res = sh(conn, f"journalctl -u {shlex.quote(unit)} -n {lines} --no-pager -o cat{extra}",
+    return f"journalctl -u {shlex.quote(unit)} -n {lines} --no-pager -o cat{extra}"
+
+
+def journal(conn: Connection, unit: str, lines: int = 200, since: str = "") -> str:
+    return sh(conn, _journal_cmd(unit, lines, since), warn=True, write=False).stdout
+
+
+def split_active_journal(out: str) -> tuple[str, str]:
+    """Pure: `systemctl is-active` (its one line) then the journal -> (state, journal)."""
+    first, _, rest = out.partition("\n")
+    return first.strip(), rest
+
+
+def unit_and_journal(conn: Connection, unit: str, lines: int = 200,
+                     since: str = "") -> tuple[str, str]:
+    """unit_active and journal in one round trip (a wait polls both, per host)."""
+    res = sh(conn, f"systemctl is-active {shlex.quote(unit)}; {_journal_cmd(unit, lines, since)}",
              warn=True, write=False)
-    return res.stdout
+    return split_active_journal(res.stdout)

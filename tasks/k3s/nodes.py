@@ -28,6 +28,7 @@ from .config import (CONFIG_PATH, DATASTORE_CA_PATH, NodeSpec, Role, node_config
 from .install import binary_outdated, run_installer, uninstall
 
 READY_TIMEOUT = 300
+READY_POLL = 0.5  # s between looks at a starting node (unit + journal, then the API)
 NODE_PASSWORD_FILE = "/etc/rancher/node/password"
 FATAL = (facts.Problem.NODE_PASSWORD, facts.Problem.DIFFERENT_TOKEN, facts.Problem.CA_HASH)
 
@@ -81,17 +82,23 @@ def observe(conn: Connection, role: Role) -> Observed:
     return Observed(unit, env, facts.unit_active(conn, role.unit), pw)
 
 
-def node_ready(api: Connection, name: str) -> bool:
+def lookup(api: Connection, name: str,
+           shared: facts.SharedNodes | None = None) -> facts.NodeInfo | None:
+    """The node as the API lists it: through `shared` when parallel joins share one list."""
+    return shared.node(name) if shared else facts.node(api, name)
+
+
+def node_ready(api: Connection, name: str, shared: facts.SharedNodes | None = None) -> bool:
     try:
-        n = facts.node(api, name)
+        n = lookup(api, name, shared)
     except StepFailed:
         return False
     return n is not None and n.is_ready
 
 
-def node_listed(api: Connection, name: str) -> bool:
+def node_listed(api: Connection, name: str, shared: facts.SharedNodes | None = None) -> bool:
     try:
-        return facts.node(api, name) is not None
+        return lookup(api, name, shared) is not None
     except StepFailed:
         return False
 
@@ -101,7 +108,8 @@ def ensure_node(r: Run, conn: Connection, spec: NodeSpec, api: Connection, *,
                 timeout: float = READY_TIMEOUT,
                 shared: facts.SharedNodes | None = None) -> bool:
     """Bring one node to `spec`; True when anything changed. shared: the node list the
-    wait for Ready reads (parallel joins share one), else `api`'s own."""
+    lookups and the wait for Ready read (parallel joins share one), else `api`'s own;
+    `api` itself then only acts (forget a node, read a setting in effect)."""
     host, role = spec.host, spec.role
     obs = observe(conn, role)
     bin_changed = r.step(host, "k3s binary", lambda: binary_outdated(conn, r.inv))
@@ -113,14 +121,14 @@ def ensure_node(r: Run, conn: Connection, spec: NodeSpec, api: Connection, *,
     env = reconcile_env(obs.env, spec.env)
     env_changed = obs.env != env
     changed = bin_changed or cfg_changed or env_changed or not obs.unit
-    if not changed and obs.running and node_ready(api, host.name):
+    if not changed and obs.running and node_ready(api, host.name, shared):
         r.record(host, f"{role.unit} Ready", OK)
         return False
     if changed and obs.running and not (bin_changed or env_changed or not obs.unit) \
             and already_in_effect(r, conn, api, spec):
         r.record(host, f"{role.unit} kept running", OK, "config.yaml already in effect")
         return True
-    if not obs.node_password and api is not conn and node_listed(api, host.name):
+    if not obs.node_password and api is not conn and node_listed(api, host.name, shared):
         offer_forget(r, api, host, "a node of this name exists but this host has no "
                      f"{NODE_PASSWORD_FILE} (rebuilt?): k3s would reject its node password")
     if before_start is not None:
@@ -153,11 +161,12 @@ def already_in_effect(r: Run, conn: Connection, api: Connection, spec: NodeSpec)
 
 
 def start(conn: Connection, role: Role, *, restart: bool) -> str:
-    """Start (or restart) the unit without waiting on it; the host's time before, for the
-    journal."""
+    """Enable and start (or restart) the unit without waiting on it, with one systemd
+    reload (the installer runs with INSTALL_K3S_SKIP_ENABLE; `enable` alone would reload
+    again); the host's time before, for the journal."""
     since = sh(conn, "date '+%Y-%m-%d %H:%M:%S'", write=False).stdout.strip()
     verb = "restart" if restart else "start"
-    sh(conn, f"systemctl daemon-reload && systemctl enable -q {role.unit} && "
+    sh(conn, f"systemctl daemon-reload && systemctl enable --no-reload -q {role.unit} && "
              f"systemctl {verb} --no-block {role.unit}")
     return since
 
@@ -173,20 +182,20 @@ def wait_ready(r: Run, conn: Connection, spec: NodeSpec, api: Connection, since:
     def state() -> bool | facts.Problem:
         # the journal first, and the unit itself: a node object left by a rebuilt host
         # stays Ready in the API for ~40 s while the new k3s is being rejected
-        fatal = [p for p in facts.parse_problems(facts.journal(conn, unit, since=since))
-                 if p in FATAL]
+        active, journal = facts.unit_and_journal(conn, unit, since=since)
+        fatal = [p for p in facts.parse_problems(journal) if p in FATAL]
         if fatal:
             return fatal[-1]
-        if facts.unit_active(conn, unit) != "active":  # Type=notify: active once joined
+        if active != "active":  # Type=notify: active once joined
             return False
         try:
-            n = shared.node(host.name) if shared else facts.node(api, host.name)
+            n = lookup(api, host.name, shared)
             return n is not None and n.is_ready
         except StepFailed as e:  # the API is not up yet: keep the last answer for the error
             api_error[:] = [str(e)]
             return False
 
-    met, last = poll(state, timeout=timeout, interval=1,
+    met, last = poll(state, timeout=timeout, interval=READY_POLL,
                      until=lambda v: v is True or isinstance(v, facts.Problem))
     if last is True:
         r.record(host, f"{unit} Ready", CHANGED)

@@ -65,6 +65,8 @@ class FakeHost(Context):
                 else Result("", exited=1)
         if command.startswith('echo "$(systemctl is-enabled '):  # ops.service_state
             return Result(f"enabled\n{self.active}\n")
+        if command.startswith("systemctl is-active") and "; journalctl" in command:
+            return Result(self.active + "\n" + self.journal())  # facts.unit_and_journal
         if command.startswith("systemctl is-active"):
             return Result(self.active + "\n", exited=0 if self.active == "active" else 3)
         if "k3s --version" in command:
@@ -75,7 +77,7 @@ class FakeHost(Context):
         if command.startswith("date "):
             return Result("2025-01-30 10:00:00\n")
         if command.startswith("journalctl"):
-            return Result("")
+            return Result(self.journal())
         if "install.sh" in command or "k3s-install.sh" in command:
             self.files[kc.Role.AGENT.env_path] = kc.render_env(
                 {k: v for k, v in _sourced(stream.getvalue()).items() if k.startswith("K3S_")})
@@ -84,6 +86,9 @@ class FakeHost(Context):
             self.active = "active"
             (self.peer or self).nodes_json = _ready("k3s-agent-01")
         return Result("")
+
+    def journal(self) -> str:
+        return ""
 
     def put(self, local: Any, remote_path: str) -> None:
         self.calls.append((f"<put {remote_path}>", ""))
@@ -144,6 +149,11 @@ def test_fresh_agent_installed_started_without_blocking_and_awaited() -> None:
     assert any("systemctl start --no-block k3s-agent" in c for c in cmds)
     assert not any("systemctl restart" in c or re.search(r"systemctl start k3s", c)
                    for c in cmds)
+    # enable is ours (one systemd reload), not the installer's (two)
+    assert sum(c.count("daemon-reload") for c in cmds) == 1, cmds
+    assert any("systemctl enable --no-reload -q k3s-agent && systemctl start --no-block" in c
+               for c in cmds), cmds
+    assert "INSTALL_K3S_SKIP_ENABLE='true'" in next(i for c, i in host.calls if "set -a" in c)
     _no_secret_in_argv(host, api)
     assert host.files[kc.Role.AGENT.env_path] == kc.render_env(kc.agent_env(inv, TOKEN))
 
@@ -171,7 +181,8 @@ def test_changed_config_restarts_without_running_the_installer() -> None:
     assert nodes.ensure_node(Run(Context(), "t", inv=inv), host, _spec(inv), api,
                              timeout=5) is True
     cmds = host.commands()
-    assert any("systemctl restart --no-block k3s-agent" in c for c in cmds)
+    assert any("systemctl daemon-reload && systemctl enable --no-reload -q k3s-agent && "
+               "systemctl restart --no-block k3s-agent" in c for c in cmds)
     assert not any("set -a" in c for c in cmds)
 
 
@@ -194,14 +205,11 @@ class RejectedHost(FakeHost):
     """A rebuilt host with a node password of its own: k3s logs "Node password rejected"
     until the old node is deleted through the API host (`peer`)."""
 
-    def run(self, command: str, **kw: Any) -> Result:
-        if command.startswith("journalctl"):
-            self.calls.append((command, ""))
-            forgotten = any("delete node" in c for c in self.peer.commands())
-            return Result("" if forgotten else 'level=fatal msg="Node password rejected, '
-                          "duplicate hostname or contents of '/etc/rancher/node/password' "
-                          'may not match server node-passwd entry"\n')
-        return super().run(command, **kw)
+    def journal(self) -> str:
+        forgotten = any("delete node" in c for c in self.peer.commands())
+        return "" if forgotten else ('level=fatal msg="Node password rejected, duplicate '
+                                     "hostname or contents of '/etc/rancher/node/password' "
+                                     'may not match server node-passwd entry"\n')
 
 
 def test_stale_ready_node_does_not_hide_node_password_rejected(
@@ -278,7 +286,7 @@ def test_hand_built_node_gets_config_yaml_without_a_restart() -> None:
     r = Run(Context(), "t", inv=inv)
     assert nodes.ensure_node(r, host, _spec(inv), api, timeout=5) is True
     cmds = host.commands()
-    assert f"<put /tmp" in " ".join(cmds) and any(kc.CONFIG_PATH in c for c in cmds)
+    assert "<put /tmp" in " ".join(cmds) and any(kc.CONFIG_PATH in c for c in cmds)
     assert not any("--no-block" in c or "set -a" in c for c in cmds), cmds
     assert r.results[("k3s-agent-01", "k3s-agent kept running")] == "ok"
 
