@@ -1,7 +1,12 @@
 """db namespace on real MariaDB 10.11 in the lab (a lab of this run's own: khd_inventory).
 
-The fixture builds its own lab from tests/lab/khd_inventory.py in a temp folder and always
-tears it down. Tests run in file order on one replicated pair.
+`bare` builds the lab from tests/lab/khd_inventory.py in a temp folder and always tears it
+down; `lab` is that lab with the pair deployed (the guide's mode: file/position replication,
+mysql-check, no TLS), whichever test asks first. The pair then moves forward through two
+modes it cannot leave, each a fixture that runs once and records what it saw: `gtid`
+(file/position -> GTID) and `secure` (TLS + PROXY protocol). Each test is marked with the
+mode it needs (stage 0, 1, 2; tests/lab/conftest.py runs them by stage) and leaves the pair
+as it found it, so within a stage any order works and any test runs alone.
 """
 import os
 import re
@@ -28,7 +33,7 @@ SECURE = {"tls": True, "proxy_protocol": True}
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def bare(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
     path = write_inventory(tmp_path_factory.mktemp("khd"), **PLAIN)
@@ -43,6 +48,21 @@ def lab(tmp_path_factory):
         print("\nTIMINGS " + ", ".join(f"{k}: {v:.1f}s" for k, v in TIMINGS.items()))
 
 
+DEPLOYED: dict[str, subprocess.CompletedProcess] = {}
+DB_TASKS = ("db.install", "db.secure", "db.configure", "db.replicate", "db.users")
+
+
+@pytest.fixture(scope="module")
+def lab(bare):
+    """The pair deployed once, from bare hosts; each task's first run kept in DEPLOYED."""
+    for task in DB_TASKS:
+        if task not in DEPLOYED:
+            DEPLOYED[task] = fab(bare, task)
+            assert DEPLOYED[task].returncode == 0, \
+                f"{task}:\n{DEPLOYED[task].stdout}\n{DEPLOYED[task].stderr}"
+    return bare
+
+
 def fab(inv, *args, env=None, timeout=600):
     e = {k: v for k, v in os.environ.items() if not k.startswith("K3S_HA_")}
     e["K3S_HA_INVENTORY"] = str(inv.path)
@@ -54,11 +74,9 @@ def fab(inv, *args, env=None, timeout=600):
     return p
 
 
-@pytest.fixture
-def labtable(lab):
-    """labcheck.t on both nodes (created on db-01 if missing, seen on db-02): the table the
-    tests below write to, made here rather than left behind by an earlier test."""
-    a, b = admin(lab, DB1), admin(lab, DB2)
+def make_labtable(inv):
+    """labcheck.t on both nodes (created on db-01 if missing, seen on db-02)."""
+    a, b = admin(inv, DB1), admin(inv, DB2)
     try:
         a("CREATE DATABASE IF NOT EXISTS labcheck")
         a("CREATE TABLE IF NOT EXISTS labcheck.t (id INT AUTO_INCREMENT PRIMARY KEY, "
@@ -67,7 +85,55 @@ def labtable(lab):
                                   "TABLE_SCHEMA='labcheck' AND TABLE_NAME='t'")[0]["c"])
     finally:
         a.close(), b.close()
+
+
+@pytest.fixture
+def labtable(lab):
+    """The table the tests below write to, made here rather than left behind by an
+    earlier test."""
+    make_labtable(lab)
     return "labcheck.t"
+
+
+MOVES: dict[str, dict[str, subprocess.CompletedProcess]] = {}
+
+
+def move(inv, name, row, tasks, *args, **knobs):
+    """A forward-only move of the pair, made once: the inventory rewritten with `knobs`, a
+    row `row` written on db-01 first, then `tasks` until one fails; their runs kept in
+    MOVES[name] for the test that checks the move."""
+    if name not in MOVES:
+        make_labtable(inv)
+        write_inventory(inv.path.parent, **knobs)
+        a = admin(inv, DB1)
+        a("INSERT INTO labcheck.t (v) VALUES (%s)", (row,))
+        a.close()
+        MOVES[name] = {}
+        for task in tasks:
+            MOVES[name][task] = p = fab(inv, task, *args)
+            if p.returncode != 0:
+                break
+    return MOVES[name]
+
+
+def succeeded(runs):
+    for task, p in runs.items():
+        assert p.returncode == 0, f"{task}:\n{p.stdout}\n{p.stderr}"
+
+
+@pytest.fixture(scope="module")
+def gtid(lab):
+    """Stage 1: the file/position pair moved to GTID (gtid = true)."""
+    return move(lab, "gtid", "before gtid", ("db.configure", "db.replicate"), gtid=True,
+                **PLAIN)
+
+
+@pytest.fixture(scope="module")
+def secure(lab, gtid):
+    """Stage 2: the GTID pair moved to TLS + PROXY protocol."""
+    succeeded(gtid)
+    return move(lab, "secure", "before tls", ("db.configure", "db.replicate", "db.users",
+                                              "balancers.deploy"), "--yes", gtid=True, **SECURE)
 
 
 def crosses(lab, value: str, src: str = DB2, dst: str = DB1) -> None:
@@ -139,8 +205,8 @@ def recap_changed(stdout, host):
 
 
 def test_deploy_from_scratch(lab):
-    for task in ("db.install", "db.secure", "db.configure", "db.replicate", "db.users"):
-        p = fab(lab, task)
+    for task in DB_TASKS:  # the first runs, made by the `lab` fixture
+        p = DEPLOYED[task]
         assert p.returncode == 0, f"{task}:\n{p.stdout}\n{p.stderr}"
         for h in (DB1, DB2) if task != "db.install" else ():  # the image may hold it
             # a first run changes something on each node, and says so
@@ -181,12 +247,24 @@ def test_users_rerun_changes_nothing_and_checksum_equal(lab, labtable):
 
 
 def test_status_table(lab):
-    p = fab(lab, "db.status")
+    """Both nodes replicate, acked by semi-sync, GTID domain 0, read_only OFF. A test before
+    this one may have power-cycled a node: the table is read until it converges (60 s)."""
+    def healthy(line):
+        return ("MariaDB 10.11" in line and " Yes " in line and "active (1 acks)" in line
+                and re.search(r" 0-[12]-\d+ ", line) and line.rstrip().endswith("OFF"))
+
+    end = time.monotonic() + 60
+    while True:
+        p = fab(lab, "db.status")
+        lines = {h: next((ln for ln in p.stdout.splitlines() if ln.startswith(h)), "")
+                 for h in (DB1, DB2)}
+        done = p.returncode == 0 and all(healthy(ln) for ln in lines.values())
+        if done or time.monotonic() > end:
+            break
+        time.sleep(2)
     assert p.returncode == 0, p.stdout + p.stderr
-    for h in (DB1, DB2):
-        line = next(ln for ln in p.stdout.splitlines() if ln.startswith(h))
-        assert "MariaDB 10.11" in line and " Yes " in line and "active (1 acks)" in line
-        assert re.search(r" 0-[12]-\d+ ", line) and line.rstrip().endswith("OFF")  # domain 0
+    for h, line in lines.items():
+        assert healthy(line), f"{h}:\n{p.stdout}"
 
 
 def test_check_user_logs_in_and_can_do_nothing_else(lab, labtable):
@@ -302,7 +380,8 @@ def test_peer_unreachable_changes_nothing_then_writes_catch_up(lab, labtable):
         t0 = time.monotonic()
         b("INSERT INTO labcheck.t (v) VALUES ('while db-01 is off')")
         TIMINGS["write with peer off (semi-sync timeout)"] = time.monotonic() - t0
-        st = {r["Variable_name"]: r["Value"] for r in b("SHOW STATUS LIKE 'Rpl_semi_sync_master_%'")}
+        st = {r["Variable_name"]: r["Value"]
+              for r in b("SHOW STATUS LIKE 'Rpl_semi_sync_master_%'")}
         # no replica acknowledging: the dead peer's connection gone, or the timeout hit
         assert st["Rpl_semi_sync_master_clients"] == "0" or \
             st["Rpl_semi_sync_master_status"] == "OFF", st
@@ -345,7 +424,7 @@ def test_empty_node_is_seeded_from_the_one_with_data(lab, labtable):
     a.close(), b.close()
 
 
-def test_diverging_data_is_refused(lab):
+def test_diverging_data_is_refused(lab, labtable):
     _unreplicate(lab)
     b = admin(lab, DB2)
     b("SET SESSION sql_log_bin = 0")
@@ -502,40 +581,46 @@ def test_haproxy_http_check_keeps_writes_off_a_lagging_node(lab):
         ssh_run(lab, DB1, f"systemctl start {daemon}")
         b("START SLAVE SQL_THREAD")
         b.close()
-        write_inventory(folder, **PLAIN)
+        back_to_the_guides_check(lab)
+
+
+def back_to_the_guides_check(inv):
+    """The guide's mode again after a test that switched the datastore check to http:
+    mysql-check on the balancers and both nodes writable. Restarted, the health daemons
+    forget the last check that carried the writer entry and keep their hands off
+    read_only (else the writer fences itself for a minute, no balancer checking it)."""
+    write_inventory(inv.path.parent, **PLAIN)
+    p = fab(inv, "balancers.deploy", "--yes")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for h in (DB1, DB2):
+        ssh_run(inv, h, "systemctl restart k3s-ha-db-health")
+        ssh_run(inv, h, "mysql -e 'SET GLOBAL read_only = 0'")
+    assert wait_for(lambda: writable(inv, DB1) and writable(inv, DB2), 10)
 
 
 # ------------------------------------------------------------------ file/position -> GTID
-def test_position_replication_moves_to_gtid_without_reset(lab, labtable):
+@pytest.mark.stage(1)
+def test_position_replication_moves_to_gtid_without_reset(lab, gtid, labtable):
     """gtid = true on a working file/position pair: db.configure restarts with a GTID
     domain per node, db.replicate moves each replica to GTID at the point it applied
     (no reset, no row lost or doubled), and a second run changes nothing."""
-    folder = lab.path.parent
-    write_inventory(folder, gtid=True, **PLAIN)
-    try:
-        a = admin(lab, DB1)
-        a("INSERT INTO labcheck.t (v) VALUES ('before gtid')")
-        a.close()
-        for task in ("db.configure", "db.replicate"):
-            p = fab(lab, task)
-            assert p.returncode == 0, f"{task}:\n{p.stdout}\n{p.stderr}"
-        assert sum("(to GTID, same position) changed" in ln
-                   for ln in p.stdout.splitlines()) == 2, p.stdout
-        for h in (DB1, DB2):
-            s = admin(lab, h)
-            st = s("SHOW SLAVE STATUS")[0]
-            assert st["Using_Gtid"] == "Slave_Pos" and st["Slave_SQL_Running"] == "Yes", st
-            s.close()
-        crosses(lab, "after gtid")
-        a = admin(lab, DB1)
-        assert len(a("SELECT v FROM labcheck.t WHERE v='before gtid'")) == 1
-        a.close()
-        p = fab(lab, "db.replicate")
-        assert p.returncode == 0 and "no changes" in p.stdout, p.stdout + p.stderr
-        p = fab(lab, "db.checksum")
-        assert p.returncode == 0, p.stdout + p.stderr
-    finally:
-        write_inventory(folder, **PLAIN)
+    succeeded(gtid)
+    assert sum("(to GTID, same position) changed" in ln
+               for ln in gtid["db.replicate"].stdout.splitlines()) == 2, \
+        gtid["db.replicate"].stdout
+    for h in (DB1, DB2):
+        s = admin(lab, h)
+        st = s("SHOW SLAVE STATUS")[0]
+        assert st["Using_Gtid"] == "Slave_Pos" and st["Slave_SQL_Running"] == "Yes", st
+        s.close()
+    crosses(lab, "after gtid")
+    a = admin(lab, DB1)
+    assert len(a("SELECT v FROM labcheck.t WHERE v='before gtid'")) == 1
+    a.close()
+    p = fab(lab, "db.replicate")
+    assert p.returncode == 0 and "no changes" in p.stdout, p.stdout + p.stderr
+    p = fab(lab, "db.checksum")
+    assert p.returncode == 0, p.stdout + p.stderr
 
 
 # ------------------------------------------------------------------ TLS and PROXY protocol
@@ -554,19 +639,14 @@ def mysqld_pids(inv):
             for h in (DB1, DB2)}
 
 
-def test_switching_a_running_pair_to_tls_keeps_replication(lab, labtable):
+@pytest.mark.stage(2)
+def test_switching_a_running_pair_to_tls_keeps_replication(lab, secure, labtable):
     """tls + proxy_protocol on a working non-TLS pair: each replica is moved to TLS with
     its threads stopped briefly (same position, no reset), rows neither lost nor doubled."""
-    write_inventory(lab.path.parent, gtid=True, **SECURE)
-    a = admin(lab, DB1)
-    a("INSERT INTO labcheck.t (v) VALUES ('before tls')")
-    a.close()
-    for task in ("db.configure", "db.replicate", "db.users", "balancers.deploy"):
-        p = fab(lab, task, "--yes")
-        assert p.returncode == 0, f"{task}:\n{p.stdout}\n{p.stderr}"
-        if task == "db.replicate":
-            assert sum("(to TLS, same position) changed" in ln
-                       for ln in p.stdout.splitlines()) == 2, p.stdout
+    succeeded(secure)
+    assert sum("(to TLS, same position) changed" in ln
+               for ln in secure["db.replicate"].stdout.splitlines()) == 2, \
+        secure["db.replicate"].stdout
     for h in (DB1, DB2):
         s = admin(lab, h)
         st = s("SHOW SLAVE STATUS")[0]
@@ -580,7 +660,8 @@ def test_switching_a_running_pair_to_tls_keeps_replication(lab, labtable):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-def test_client_through_the_vip_verifies_the_certificate_under_the_vip_name(lab):
+@pytest.mark.stage(2)
+def test_client_through_the_vip_verifies_the_certificate_under_the_vip_name(lab, secure):
     from tasks.db import tls
     # the tool's CA, checked under the VIP's name (given here: this module's inventory
     # was written before TLS was switched on, so labdb's default would be no TLS)
@@ -599,14 +680,16 @@ def test_client_through_the_vip_verifies_the_certificate_under_the_vip_name(lab)
     assert "CERTIFICATE_VERIFY_FAILED" in str(ei.value), ei.value
 
 
-def test_k3s_user_without_tls_is_refused(lab):
+@pytest.mark.stage(2)
+def test_k3s_user_without_tls_is_refused(lab, secure):
     with pytest.raises(pymysql.MySQLError) as ei, \
             labdb.login_from(lab, K3S_SERVER, ssl=None, ssl_disabled=True, database="k3s"):
         pass
     assert ei.value.args[0] == 1045, ei.value
 
 
-def test_proxy_protocol_grants_name_the_k3s_servers_not_the_balancers(lab):
+@pytest.mark.stage(2)
+def test_proxy_protocol_grants_name_the_k3s_servers_not_the_balancers(lab, secure):
     from tasks.db import tls
     with pytest.raises(pymysql.MySQLError) as ei, \
             labdb.login_from(lab, "k3s-db-balancer-01", database="k3s",
@@ -624,7 +707,8 @@ def test_proxy_protocol_grants_name_the_k3s_servers_not_the_balancers(lab):
         assert "UP" in line, st.stdout
 
 
-def test_second_secure_run_changes_nothing_and_restarts_nothing(lab):
+@pytest.mark.stage(2)
+def test_second_secure_run_changes_nothing_and_restarts_nothing(lab, secure):
     pids = mysqld_pids(lab)
     for task in ("db.configure", "db.replicate", "db.users"):
         p = fab(lab, task)
@@ -632,7 +716,8 @@ def test_second_secure_run_changes_nothing_and_restarts_nothing(lab):
     assert mysqld_pids(lab) == pids
 
 
-def test_a_new_replica_is_set_up_over_tls(lab):
+@pytest.mark.stage(2)
+def test_a_new_replica_is_set_up_over_tls(lab, secure):
     _unreplicate(lab)
     p = fab(lab, "db.replicate")
     assert p.returncode == 0, p.stdout + p.stderr
