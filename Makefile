@@ -25,16 +25,18 @@ demo: venv lab-deps
 	$(FAB) cluster.status
 
 # unit tests in random order (pytest-randomly), then the lab tests in file order
-# (each lab module shares one lab instance between its tests)
+# (each lab module shares one lab instance between its tests; a module whose pair moves
+# through forward-only modes runs its tests by stage, tests/lab/conftest.py); the slowest
+# lab tests are listed at the end
 test: venv lab-deps
 	$(PY) -m pytest -q -rs -m "not lab"
-	$(PY) -m pytest -q -rs -m lab -p no:randomly
+	$(PY) -m pytest -q -rs -m lab -p no:randomly --durations=15
 
 unit: venv
 	$(PY) -m pytest -q -m "not lab"
 
 lab-test: venv lab-deps
-	$(PY) -m pytest -q -rs -m lab -p no:randomly
+	$(PY) -m pytest -q -rs -m lab -p no:randomly --durations=15
 
 down: venv
 	$(FAB) lab.down
