@@ -75,14 +75,19 @@ def fab(inv, *args, env=None, timeout=600):
 
 
 def make_labtable(inv):
-    """labcheck.t on both nodes (created on db-01 if missing, seen on db-02)."""
+    """labcheck.t on both nodes with at least one row (created on db-01 if missing, seen on
+    db-02): a node with an empty table counts as empty, and is seeded, not compared [a
+    shuffled run where the divergence test came first found it]."""
     a, b = admin(inv, DB1), admin(inv, DB2)
     try:
         a("CREATE DATABASE IF NOT EXISTS labcheck")
         a("CREATE TABLE IF NOT EXISTS labcheck.t (id INT AUTO_INCREMENT PRIMARY KEY, "
           "v VARCHAR(40))")
+        if not a("SELECT id FROM labcheck.t LIMIT 1"):
+            a("INSERT INTO labcheck.t (v) VALUES ('first row')")
         assert wait_for(lambda: b("SELECT COUNT(*) c FROM information_schema.TABLES WHERE "
-                                  "TABLE_SCHEMA='labcheck' AND TABLE_NAME='t'")[0]["c"])
+                                  "TABLE_SCHEMA='labcheck' AND TABLE_NAME='t'")[0]["c"]
+                        and b("SELECT id FROM labcheck.t LIMIT 1"))
     finally:
         a.close(), b.close()
 
