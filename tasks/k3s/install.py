@@ -5,7 +5,8 @@ and run with a pinned INSTALL_K3S_VERSION; it downloads the binary itself. `bina
 (airgap): the k3s binary, install.sh and any images tarballs come from the local folder
 `[cluster] airgap_dir` and are uploaded only when their sha256 differs on the host; the
 installer then runs with INSTALL_K3S_SKIP_DOWNLOAD=true. Either way the installer never
-starts k3s (INSTALL_K3S_SKIP_START=true) and gets every K3S_* variable on stdin.
+enables or starts k3s (INSTALL_K3S_SKIP_ENABLE/_SKIP_START=true; k3s/nodes.start does) and
+gets every K3S_* variable on stdin.
 """
 from __future__ import annotations
 
@@ -127,7 +128,8 @@ def binary_outdated(conn: Connection, inv: Inventory) -> bool:
 
 
 def run_installer(conn: Connection, inv: Inventory, role: Role, env: dict[str, str]) -> None:
-    """The installer with INSTALL_K3S_SKIP_START and the node's K3S_* variables on stdin."""
+    """The installer with INSTALL_K3S_SKIP_ENABLE/_SKIP_START and the node's K3S_* variables
+    on stdin."""
     stdin = render_env(installer_env(inv, env, method=method(inv)))
     sh(conn, installer_command(role), stdin=stdin, timeout=INSTALLER_TIMEOUT)
 
