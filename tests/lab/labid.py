@@ -3,19 +3,28 @@
 Fixed names made a benchmark's `lab.down` sweep a running test's lab (and two runs of one
 module stop each other's). `claim(tag, preferred)` gives `tag` + three random characters
 (a [lab] name is at most five), checked against the labs running on this machine, and the
-preferred /24 when no route on this machine and no earlier claim of this process overlaps
-it, else the next free one. A killed run leaves its lab behind under its own name: the
-next run picks other names and subnets; `fab lab.down` with the left inventory (its path
-is in /run/k3s-ha-labs/NAME.owner) removes it.
+preferred /24 when no route on this machine and no claim of a live process holds it, else
+the next free one. Claims are files, /run/k3s-ha-labs/claims/<subnet> holding the claimer's
+pid, made with O_EXCL: modules claim when imported and bring their labs up minutes later,
+so two runs side by side (a benchmark and `make test`, two pytest runs) must see each
+other's claims before any route exists [CI: two runs took the same /24 and every test of
+two modules failed]. A claim of a dead process is taken over; a process removes its own
+claims when it exits. A killed run leaves its lab behind under its own name: the next run
+picks other names and subnets; `fab lab.down` with the left inventory (its path is in
+/run/k3s-ha-labs/NAME.owner) removes it.
 """
 from __future__ import annotations
 
+import atexit
+import os
 import random
 import string
+from pathlib import Path
 
 from tasks.lab import network
 
 _CLAIMED: set[str] = set()  # subnets given out by this process (their labs may not be up yet)
+CLAIMS = Path("/run/k3s-ha-labs/claims")
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -48,6 +57,42 @@ def _subnets(preferred: str):
                 yield f"{a}.{x}.{y}"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _take(net: str, folder: Path = CLAIMS) -> bool:
+    """Claim `net` for this process across processes; False if a live process holds it.
+    Without the folder (not root: no lab anyway) only this process's own claims count."""
+    path = folder / net
+    for _ in range(3):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and (holder == os.getpid() or _alive(holder)):
+                return False
+            path.unlink(missing_ok=True)  # a dead process's claim (or a torn one)
+            continue
+        except OSError:
+            return True
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        atexit.register(path.unlink, missing_ok=True)
+        return True
+    return False
+
+
 def claim(tag: str, preferred: str) -> tuple[str, str]:
     """(name, first three numbers of a free /24), e.g. ("k3q7z", "10.77.30")."""
     assert tag[:1].isalpha() and len(tag) <= 3, tag
@@ -55,6 +100,8 @@ def claim(tag: str, preferred: str) -> tuple[str, str]:
     routes = network.machine_routes()
     for net in _subnets(preferred):
         if net in _CLAIMED or network.route_overlap(f"{net}.0/24", routes, "") is not None:
+            continue
+        if not _take(net):
             continue
         _CLAIMED.add(net)
         return _name(tag, running), net

@@ -320,3 +320,22 @@ def test_a_host_whose_boot_stalled_is_booted_once_more(monkeypatch):
     answers[:] = [False, False]
     with pytest.raises(StepFailed, match="console ended with:\nsystemd: hung"):
         engine._wait_or_reboot(None, h, None, {}, 5, logs.append)
+
+
+def test_subnet_claims_are_seen_across_processes(tmp_path):
+    """tests/lab/labid.py: a /24 claimed by a live process (here the parent) is skipped, a
+    dead process's claim is taken over, a free one is claimed with this process's pid."""
+    import os
+    import subprocess
+
+    from tests.lab import labid
+
+    (tmp_path / "10.9.1").write_text(str(os.getppid()))
+    assert not labid._take("10.9.1", tmp_path)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "10.9.2").write_text(str(dead.pid))
+    assert labid._take("10.9.2", tmp_path)
+    assert labid._take("10.9.3", tmp_path)
+    assert (tmp_path / "10.9.2").read_text() == (tmp_path / "10.9.3").read_text() == \
+        str(os.getpid())
