@@ -4,8 +4,9 @@ test_k3s_lab.py: run the two modules one after the other, never at the same time
 the k3s-ha stand-in (tasks/lab/standin: NOT k3s) behind real HAProxy 2.6.
 
 Inventory: api_health_check = "readyz", two servers, no agent. The balancers are deployed
-first (no k3s yet: the /ping check, said so), then `fab cluster.deploy --yes` must end with
-the readyz check running. Then the point of it: the stand-in's hang fault on one server
+first (no k3s yet: the /ping check, said so; stage 0), then `fab cluster.deploy --yes`
+(the `deployed` fixture, once) must end with the readyz check running (stage 1: the tests
+after k3s; tests/lab/conftest.py runs stage 0 first, in any order within a stage). Then the point of it: the stand-in's hang fault on one server
 (its API answers nothing, /ping still does, as k3s's own router answers it) takes THAT
 server DOWN within the check's fall time under readyz, while the /ping variant keeps it UP.
 State is read from HAProxy's runtime API (show stat, show ssl cert, show info).
@@ -61,6 +62,21 @@ def lab(tmp_path_factory):
         print("\nTIMINGS " + ", ".join(f"{k}: {v:.1f}s" for k, v in TIMINGS.items()))
 
 
+DEPLOYED: dict[str, object] = {}
+
+
+@pytest.fixture(scope="module")
+def deployed(lab):
+    """Stage 1: cluster.deploy, once (k3s installed: readyz can be checked); its output and
+    time kept for the test that checks it."""
+    if "p" not in DEPLOYED:
+        t0 = time.monotonic()
+        DEPLOYED["p"] = fab(lab, "cluster.deploy", "--yes", timeout=1200)
+        TIMINGS["cluster.deploy"] = time.monotonic() - t0
+    return ok(DEPLOYED["p"])
+
+
+@pytest.mark.stage(0)  # before k3s exists (tests/lab/conftest.py runs stage 0 first)
 def test_before_k3s_the_ping_check_runs_and_status_says_so(lab):
     for lb in (LB1, LB2):
         cfg = ssh(lab, lb, "cat /etc/haproxy/haproxy.cfg")
@@ -71,10 +87,9 @@ def test_before_k3s_the_ping_check_runs_and_status_says_so(lab):
     assert p.returncode != 0 and "the k3s servers are not installed yet" in p.stdout + p.stderr
 
 
-def test_cluster_deploy_ends_with_readyz_active(lab):
-    t0 = time.monotonic()
-    out = ok(fab(lab, "cluster.deploy", "--yes", timeout=1200))
-    TIMINGS["cluster.deploy"] = time.monotonic() - t0
+@pytest.mark.stage(1)
+def test_cluster_deploy_ends_with_readyz_active(lab, deployed):
+    out = deployed
     for lb in (LB1, LB2):
         cert = runtime(lab, lb, f"show ssl cert {CHECK_PEM}")
         assert "Subject: /CN=system:k3s-ha-health" in cert, cert
@@ -98,7 +113,8 @@ def _worker_pid(inv, host: str) -> str:
     return next(ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("Pid:"))
 
 
-def test_second_run_issues_nothing_and_reloads_nothing(lab):
+@pytest.mark.stage(1)
+def test_second_run_issues_nothing_and_reloads_nothing(lab, deployed):
     before = {lb: _worker_pid(lab, lb) for lb in (LB1, LB2)}
     pems = {lb: ssh(lab, lb, f"sha256sum {CHECK_PEM}") for lb in (LB1, LB2)}
     out = ok(fab(lab, "balancers.api-check-cert", "--yes"))
@@ -110,7 +126,8 @@ def test_second_run_issues_nothing_and_reloads_nothing(lab):
     assert "changed" not in recap(out), out
 
 
-def test_anonymous_readyz_refused_the_check_certificate_admitted(lab):
+@pytest.mark.stage(1)
+def test_anonymous_readyz_refused_the_check_certificate_admitted(lab, deployed):
     # the serving certificate names the node, its address and the tls-san names (as k3s)
     url = f"--resolve {S1}:6443:{lab.host(S1).address} https://{S1}:6443/readyz"
     anon = ssh(lab, LB1, f"curl -s -o /dev/null -w '%{{http_code}}' --cacert {CHECK_CA} {url}")
@@ -135,7 +152,8 @@ def _hung(inv, server: str):
     return time.monotonic()
 
 
-def test_readyz_marks_the_hung_server_down_ping_keeps_it_up(lab):
+@pytest.mark.stage(1)
+def test_readyz_marks_the_hung_server_down_ping_keeps_it_up(lab, deployed):
     assert "pong" in ssh(lab, LB1, f"curl -sk https://{S1}.lab.lan:6443/ping")
     try:
         _hung(lab, S1)

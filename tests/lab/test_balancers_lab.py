@@ -1,7 +1,12 @@
-"""balancers namespace on real HAProxy 2.6 + keepalived 2.2.7 in the lab (instance "ba" + 3 random characters).
+"""balancers namespace on real HAProxy 2.6 + keepalived 2.2.7 in the lab (instance "ba" +
+3 random characters).
 
 The fixture builds its own lab from tests/lab/khb_inventory.py in a temp folder (two
-balancer pairs, two stand-in backends) and always tears it down. Tests run in file order.
+balancer pairs, two stand-in backends) and always tears it down. Stage 0 (run first by
+tests/lab/conftest.py) is the adoption of a pair set up by hand from the guide, which needs
+hosts k3s-ha never touched; every later test takes the `deployed` fixture (a
+balancers.deploy, a no-op after the adoption) and puts back what it breaks, so those run in
+any order and alone.
 """
 from __future__ import annotations
 
@@ -162,6 +167,15 @@ def guide_setup(inv, host, key, first):
                                    prio=100 if first else 90, vip=vip))
 
 
+@pytest.fixture(scope="module")
+def deployed(lab):
+    """Both pairs deployed by k3s-ha, each VIP on its first balancer."""
+    p = fab(lab, "balancers.deploy")
+    assert p.returncode == 0, p.stdout + p.stderr
+    back_to_normal(lab)
+
+
+@pytest.mark.stage(0)
 def test_deploy_adopts_a_guide_configured_pair(lab):
     """Defect 1: a reload keeps each instance's state (no transition, no notify script), so
     the state must come from keepalived itself: status shows the real MASTER/BACKUP, and a
@@ -197,7 +211,8 @@ def test_deploy_adopts_a_guide_configured_pair(lab):
     assert took < 10, f"no-op deploy took {took:.1f} s (the settle wait timed out?)"
 
 
-def test_concurrent_readers_each_get_a_whole_dump(lab):
+@pytest.mark.stage(1)
+def test_concurrent_readers_each_get_a_whole_dump(lab, deployed):
     """Twenty probes started 20 ms apart on one balancer (each removes the dump file, signals
     keepalived and reads the new dump): the lock keeps them from reading each other's
     removed or half-written file, so every one sees the state and the VIP."""
@@ -212,7 +227,8 @@ def test_concurrent_readers_each_get_a_whole_dump(lab):
         [(vrrp.VrrpState.MASTER, True, "")] * n
 
 
-def test_haproxy_config_change_reloads_not_restarts(lab):
+@pytest.mark.stage(1)
+def test_haproxy_config_change_reloads_not_restarts(lab, deployed):
     """Issue 16: a changed haproxy.cfg reloads HAProxy: its master process stays."""
     changed = lab.path.parent / "timeout-check.toml"
     changed.write_text(inventory_text(balancers='timeout_check = "4s"'))
@@ -228,7 +244,8 @@ def test_haproxy_config_change_reloads_not_restarts(lab):
     assert {h: main_pids(lab, h) for h in API_PAIR + DB_PAIR} == before
 
 
-def test_deploy_gives_each_pair_exactly_one_holder(lab):
+@pytest.mark.stage(1)
+def test_deploy_gives_each_pair_exactly_one_holder(lab, deployed):
     p = fab(lab, "balancers.deploy")
     assert p.returncode == 0, p.stdout + p.stderr
     for key, (hosts, vip) in PAIRS.items():
@@ -236,7 +253,8 @@ def test_deploy_gives_each_pair_exactly_one_holder(lab):
         assert f"{key} pair: {vip} held by {hosts[0]}" in p.stdout
 
 
-def test_second_deploy_changes_and_restarts_nothing(lab):
+@pytest.mark.stage(1)
+def test_second_deploy_changes_and_restarts_nothing(lab, deployed):
     before = {h: main_pids(lab, h) for h in API_PAIR + DB_PAIR}
     p = fab(lab, "balancers.deploy")
     assert p.returncode == 0, p.stdout + p.stderr
@@ -245,7 +263,8 @@ def test_second_deploy_changes_and_restarts_nothing(lab):
     assert {h: main_pids(lab, h) for h in API_PAIR + DB_PAIR} == before
 
 
-def test_status_shows_holders_and_backends(lab):
+@pytest.mark.stage(1)
+def test_status_shows_holders_and_backends(lab, deployed):
     def healthy():
         p = fab(lab, "balancers.status", "--strict")
         return p if p.returncode == 0 and " DOWN " not in p.stdout else None
@@ -259,7 +278,8 @@ def test_status_shows_holders_and_backends(lab):
     assert "backup" in p.stdout and "primary" in p.stdout
 
 
-def test_track_script_polls_stay_out_of_the_journal(lab):
+@pytest.mark.stage(1)
+def test_track_script_polls_stay_out_of_the_journal(lab, deployed):
     """keepalived's track script reads the stats page every second (`no log` on it), while
     HAProxy still logs through the journal: 5 s of polls leave no stats line."""
     host = API_PAIR[0]
@@ -273,7 +293,8 @@ def test_track_script_polls_stay_out_of_the_journal(lab):
 
 
 # ------------------------------------------------------------------ faults
-def test_haproxy_stopped_moves_the_vip(lab):
+@pytest.mark.stage(1)
+def test_haproxy_stopped_moves_the_vip(lab, deployed):
     """At once: haproxy.service's drop-in tells keepalived (track_file) when HAProxy stops,
     instead of the stats check's two failures one second apart (>= 1 s, 2.3-2.9 s measured
     by the drill before)."""
@@ -302,7 +323,8 @@ def test_haproxy_stopped_moves_the_vip(lab):
     back_to_normal(lab)
 
 
-def test_power_off_moves_the_vip(lab):
+@pytest.mark.stage(1)
+def test_power_off_moves_the_vip(lab, deployed):
     first, second = DB_PAIR
     labnet.power_off(lab, first)
     try:
@@ -318,7 +340,8 @@ def test_power_off_moves_the_vip(lab):
     assert fab(lab, "balancers.status", "--strict").returncode == 0
 
 
-def test_vrrp_cut_shows_split_brain_in_status(lab):
+@pytest.mark.stage(1)
+def test_vrrp_cut_shows_split_brain_in_status(lab, deployed):
     """VRRP adverts lost between the pair while SSH still works: both MASTER, status says so."""
     table = f"{NAME}_vrrpcut"
     sw = ["ip", "netns", "exec", labnet.switch_ns(NAME), "nft"]
@@ -337,7 +360,8 @@ def test_vrrp_cut_shows_split_brain_in_status(lab):
     assert fab(lab, "balancers.status", "--strict").returncode == 0
 
 
-def test_partition_and_heal(lab):
+@pytest.mark.stage(1)
+def test_partition_and_heal(lab, deployed):
     first, second = API_PAIR
     port = lab.balancers["api_port"]
     labnet.partition(lab, first)
@@ -363,11 +387,12 @@ def test_partition_and_heal(lab):
 
 
 # ------------------------------------------------------------------ validation
+@pytest.mark.stage(1)
 @pytest.mark.parametrize("broken,what", [
     (('domain = "lab.lan"', 'domain = "nowhere.invalid"'), "haproxy.cfg"),
     (('interface = "host0"', 'interface = "nosuch0"'), "keepalived.conf"),
 ])
-def test_broken_value_is_rejected_and_live_config_untouched(lab, broken, what):
+def test_broken_value_is_rejected_and_live_config_untouched(lab, deployed, broken, what):
     bad = lab.path.parent / "broken.toml"
     bad.write_text(inventory_text().replace(*broken))
     before = {h: (live_configs(lab, h), main_pids(lab, h)) for h in API_PAIR}
@@ -382,7 +407,8 @@ def test_broken_value_is_rejected_and_live_config_untouched(lab, broken, what):
 
 
 # ------------------------------------------------------------------ every golden variant
-def test_every_golden_variant_passes_the_real_validators(lab):
+@pytest.mark.stage(1)
+def test_every_golden_variant_passes_the_real_validators(lab, deployed):
     """The golden files pin the rendering; this checks each variant (guide, fast, unicast,
     collapsed 7443, http db check, ...) is also accepted by the real HAProxy 2.6 and
     keepalived 2.2.7. -dr: the variants name hosts this lab does not have."""
@@ -414,7 +440,8 @@ def test_every_golden_variant_passes_the_real_validators(lab):
 
 
 # ------------------------------------------------------------------ unicast + fast mode, for real
-def test_unicast_fast_mode_holds_and_moves_the_vip(lab):
+@pytest.mark.stage(1)
+def test_unicast_fast_mode_holds_and_moves_the_vip(lab, deployed):
     """Issue 16: unicast + fast mode (VRRPv3, advert_int 0.1) run, not only rendered: one
     holder with multicast VRRP dropped on the switch (so the adverts really are unicast),
     and the VIP moves within a second or two when HAProxy stops on the holder."""

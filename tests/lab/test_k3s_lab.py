@@ -1,10 +1,15 @@
-"""k3s namespace for real in the lab (instance "k3" + 3 random characters, 10.77.30.0/24 when free), with the k3s-ha
-stand-in (tasks/lab/standin: NOT k3s) that lab.up builds into the airgap folder.
+"""k3s namespace for real in the lab (instance "k3" + 3 random characters, 10.77.30.0/24
+when free), with the k3s-ha stand-in (tasks/lab/standin: NOT k3s) that lab.up builds into
+the airgap folder.
 
 The fixture brings up its own lab, deploys balancers and databases with the existing tasks
 through `fab`, waits for the datastore VIP to take writes, and always tears the lab down.
-Tests run in file order on one cluster; every k3s step is a `fab` subprocess with --yes and
-the secrets from the lab's secrets file.
+The k3s tier is built by three module fixtures, each run once by whichever test needs it
+first and recorded for the test that checks it: `servers` (install-server, with `ps`
+sampled on the first server meanwhile), `agents` (join-agent), `agent3` (a host added to
+the inventory, joined with --host). A test that breaks a node puts it back, so the tests
+run in any order and alone; every k3s step is a `fab` subprocess with --yes and the
+secrets from the lab's secrets file.
 """
 import os
 import subprocess
@@ -110,8 +115,63 @@ def kh3(tmp_path_factory):
 
 @pytest.fixture
 def lab(kh3):
-    """The inventory as it is now (a test adds a host to it)."""
+    """The inventory as it is now (the agent3 fixture adds a host to it)."""
     return inventory.load(kh3.path)
+
+
+BUILT: dict[str, object] = {}
+
+
+@pytest.fixture(scope="module")
+def servers(kh3):
+    """k3s.install-server, once, with `ps -eo args` sampled on the first server meanwhile:
+    (its output, the snapshots)."""
+    if "servers" not in BUILT:
+        seen: list[str] = []
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                seen.append(ssh(kh3, S1, "ps -eo args", check=False, timeout=20))
+                time.sleep(0.3)
+
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        try:
+            p = fab(kh3, "k3s.install-server", "--yes")
+        finally:
+            stop.set()
+            t.join()
+        BUILT["servers"] = (p, seen)
+    p, seen = BUILT["servers"]
+    ok(p)
+    return p.stdout, seen
+
+
+@pytest.fixture(scope="module")
+def agents(servers, kh3):
+    """k3s.join-agent of the inventory's agents, once: its output."""
+    if "agents" not in BUILT:
+        BUILT["agents"] = fab(kh3, "k3s.join-agent", "--yes")
+    return ok(BUILT["agents"])
+
+
+@pytest.fixture(scope="module")
+def agent3(agents, kh3):
+    """A host added to the inventory and booted, then `--host nope` (refused) and
+    `--host k3s-agent-03`, once: (the refused run, the join's output)."""
+    if "agent3" not in BUILT:
+        write_inventory(kh3.path.parent, with_agent3=True)
+        inv = inventory.load(kh3.path)
+        labnet.up(inv, log=lambda m: None)
+        BUILT["agent3"] = (fab(inv, "k3s.join-agent", "--host", "nope", "--yes"),
+                           fab(inv, "k3s.join-agent", "--host", AGENT3, "--yes"))
+    refused, joined = BUILT["agent3"]
+    return refused, ok(joined)
+
+
+def k3s_hosts(inv):
+    return [h.name for h in inv.with_role("k3s-server") + inv.with_role("k3s-agent")]
 
 
 def nodes(inv, via=S1):
@@ -133,22 +193,8 @@ def test_airgap_folder_holds_the_standin(lab):
     assert "k3s-ha lab stand-in, NOT k3s" in out, out
 
 
-def test_install_server_both_ready_and_tainted_no_secret_in_argv(lab):
-    seen: list[str] = []
-    stop = threading.Event()
-
-    def sample():  # what `ps` shows on the first server while it is installed and started
-        while not stop.is_set():
-            seen.append(ssh(lab, S1, "ps -eo args", check=False, timeout=20))
-            time.sleep(0.3)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    try:
-        out = ok(fab(lab, "k3s.install-server", "--yes"))
-    finally:
-        stop.set()
-        t.join()
+def test_install_server_both_ready_and_tainted_no_secret_in_argv(lab, servers):
+    out, seen = servers
     assert "changed" in recap(out)
     ns = nodes(lab)
     for s in SERVERS:
@@ -165,28 +211,25 @@ def test_install_server_both_ready_and_tainted_no_secret_in_argv(lab):
     assert not [s for s in secrets if s in ssh(lab, S1, "cat /etc/rancher/k3s/config.yaml")]
 
 
-def test_join_agent_status_four_ready_servers_tainted(lab):
-    ok(fab(lab, "k3s.join-agent", "--yes"))
+def test_join_agent_status_four_ready_servers_tainted(lab, agents):
+    assert "changed" in recap(agents)
     out = ok(fab(lab, "k3s.status", "--yes"))
     rows = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("k3s-")}
-    assert sorted(rows) == sorted(SERVERS + AGENTS), out
+    assert sorted(rows) == sorted(k3s_hosts(lab)), out  # agent-03 too once it was added
     for name, line in rows.items():
         assert " True " in f" {line} ", line
         assert (TAINT in line) == (name in SERVERS), line
 
 
-def test_added_host_joins_with_host_flag(lab):
-    write_inventory(lab.path.parent, with_agent3=True)
-    inv = inventory.load(lab.path)
-    labnet.up(inv, log=lambda m: None)
-    p = fab(inv, "k3s.join-agent", "--host", "nope", "--yes")
-    assert p.returncode == 2 and AGENT3 in p.stdout + p.stderr, p.stdout + p.stderr
-    out = ok(fab(inv, "k3s.join-agent", "--host", AGENT3, "--yes"))
+def test_added_host_joins_with_host_flag(lab, agent3):
+    refused, out = agent3
+    assert refused.returncode == 2 and AGENT3 in refused.stdout + refused.stderr, \
+        refused.stdout + refused.stderr
     assert A1 not in recap(out) and AGENT3 in recap(out), "only the named host is touched"
-    assert nodes(inv)[AGENT3].is_ready
+    assert nodes(lab)[AGENT3].is_ready
 
 
-def test_second_run_changes_nothing_and_restarts_nothing(lab):
+def test_second_run_changes_nothing_and_restarts_nothing(lab, agent3):
     hosts = SERVERS + AGENTS + (AGENT3,)
     before = main_pids(lab, hosts)
     assert all(p not in ("", "0") for p in before.values()), before
@@ -196,7 +239,7 @@ def test_second_run_changes_nothing_and_restarts_nothing(lab):
     assert main_pids(lab, hosts) == before
 
 
-def test_kubeconfig_and_kubectl_through_the_api_vip(lab):
+def test_kubeconfig_and_kubectl_through_the_api_vip(lab, agent3):
     kc = lab.path.parent / "admin.kubeconfig"
     out = ok(fab(lab, "k3s.kubeconfig", "--output", str(kc), "--yes"))
     assert kc.stat().st_mode & 0o777 == 0o600
@@ -211,7 +254,7 @@ def test_kubeconfig_and_kubectl_through_the_api_vip(lab):
     assert listed == set(SERVERS + AGENTS + (AGENT3,)), p.stdout
 
 
-def test_node_rows_in_kine_on_both_databases(lab):
+def test_node_rows_in_kine_on_both_databases(lab, agent3):
     want = {f"/registry/minions/{n}" for n in SERVERS + AGENTS + (AGENT3,)}
 
     sql = ("SELECT k.name FROM k3s.kine k JOIN (SELECT name, MAX(id) AS id FROM k3s.kine "
@@ -234,7 +277,7 @@ def test_node_rows_in_kine_on_both_databases(lab):
 
 
 # ------------------------------------------------------------------ remove, rebuild, token
-def test_remove_node_then_join_again(lab):
+def test_remove_node_then_join_again(lab, agents):
     ok(fab(lab, "k3s.remove-node", "--host", A2, "--yes"))
     assert A2 not in nodes(lab)
     assert ssh(lab, A2, "test -e /usr/local/bin/k3s-agent-uninstall.sh", check=False) == ""
@@ -244,7 +287,7 @@ def test_remove_node_then_join_again(lab):
     assert nodes(lab)[A2].is_ready
 
 
-def test_rebuilt_agent_recovered_from_node_password_rejected(lab):
+def test_rebuilt_agent_recovered_from_node_password_rejected(lab, agents):
     ssh(lab, A1, "/usr/local/bin/k3s-agent-uninstall.sh && rm -rf /etc/rancher/node")
     assert A1 in nodes(lab), "the old node object stays after a rebuild"
     p = fab(lab, "k3s.join-agent", "--host", A1, "--yes")
@@ -253,7 +296,7 @@ def test_rebuilt_agent_recovered_from_node_password_rejected(lab):
     assert wait_for(lambda: nodes(lab)[A1].is_ready, timeout=30)
 
 
-def test_changed_node_password_rejected_then_recovered(lab):
+def test_changed_node_password_rejected_then_recovered(lab, agents):
     """A rebuilt host that kept a node password of its own: k3s rejects it at start; the
     task reads that from the journal, forgets the old node (--yes) and starts it again."""
     ssh(lab, A1, "/usr/local/bin/k3s-agent-uninstall.sh && "
@@ -273,9 +316,17 @@ def nothing_installed(inv, host):
         ssh(inv, host, "systemctl is-active k3s", check=False).strip() != "active"
 
 
-def test_wrong_token_refused_before_anything_starts(lab):
+def test_wrong_token_refused_before_anything_starts(lab, servers):
     held = parse_token(ssh(lab, S1, "cat /var/lib/rancher/k3s/server/token"))
     ok(fab(lab, "k3s.remove-node", "--host", S2, "--yes"))
+    try:
+        wrong_token_refused(lab, held)
+    finally:  # the second server back, as the other tests expect it
+        ok(fab(lab, "k3s.join-server", "--host", S2, "--yes", label="join-server, put back"))
+    assert nodes(lab)[S2].is_ready
+
+
+def wrong_token_refused(lab, held):
     ssh(lab, S2, "rm -f /usr/local/bin/k3s")
     assert nothing_installed(lab, S2)
     wrong = {"K3S_HA_K3S_TOKEN": "wrongtoken" + "0" * 22}

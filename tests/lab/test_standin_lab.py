@@ -1,4 +1,5 @@
-"""The k3s stand-in for real in the lab (instance "st" + 3 random characters, 10.77.40.0/24 when free): NOT k3s.
+"""The k3s stand-in for real in the lab (instance "st" + 3 random characters,
+10.77.40.0/24 when free): NOT k3s.
 
 One MariaDB (plain apt + SQL on k3s-db-01; the db tasks are tested elsewhere), two servers
 and one agent installed with the stand-in's install.sh and the zipapp from build(). Then:
@@ -6,6 +7,10 @@ kubectl (the machine's own) lists 3 nodes, a wrong token is refused, the kine ro
 contiguous, a rebuilt agent hits "Node password rejected" until its node is deleted,
 the hang fault, an agent failing over between servers, and servers exiting ~10 s after the
 datastore stops and coming back under systemd. The lab is torn down even on failure.
+
+The build-up (datastore, first server, second server, agent) is four module fixtures, each
+run once by whichever test needs it first, each recording what its test checks; a test
+that breaks something puts it back, so the tests run in any order and alone.
 """
 from __future__ import annotations
 
@@ -114,19 +119,24 @@ def node_rows(folder: Path, server: str = S1) -> dict[str, list[str]]:
 
 
 # ------------------------------------------------------------------ deploy
-def test_datastore(lab):
-    inv, _, _ = lab
-    t0 = time.monotonic()
-    ssh(inv, DB, "(timeout -k 5 60 apt-get update -q || timeout -k 5 120 apt-get update -q) && "
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-        "mariadb-server", timeout=400)
-    ssh(inv, DB, "printf '[mysqld]\\nbind-address = 0.0.0.0\\n' > "
-        "/etc/mysql/mariadb.conf.d/99-khs.cnf && systemctl restart mariadb")
-    pw = "p@ss:w/rd-" + secrets.token_hex(6)  # ':' '@' '/' as operators' passwords have
-    ssh(inv, DB, "mariadb", input=f"CREATE USER 'k3s'@'{NET}.%' IDENTIFIED BY '{pw}';\n"
-        f"GRANT ALL ON k3s.* TO 'k3s'@'{NET}.%';\n")
-    STATE["endpoint"], STATE["db_password"] = f"mysql://k3s:{pw}@tcp({ADDR[DB]}:3306)/k3s", pw
-    TIMINGS["mariadb"] = time.monotonic() - t0
+@pytest.fixture(scope="module")
+def datastore(lab):
+    """MariaDB on k3s-db-01 with a k3s user, once."""
+    if "endpoint" not in STATE:
+        inv, _, _ = lab
+        t0 = time.monotonic()
+        ssh(inv, DB, "(timeout -k 5 60 apt-get update -q || timeout -k 5 120 apt-get update -q)"
+            " && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+            "mariadb-server", timeout=400)
+        ssh(inv, DB, "printf '[mysqld]\\nbind-address = 0.0.0.0\\n' > "
+            "/etc/mysql/mariadb.conf.d/99-khs.cnf && systemctl restart mariadb")
+        pw = "p@ss:w/rd-" + secrets.token_hex(6)  # ':' '@' '/' as operators' passwords have
+        ssh(inv, DB, "mariadb", input=f"CREATE USER 'k3s'@'{NET}.%' IDENTIFIED BY '{pw}';\n"
+            f"GRANT ALL ON k3s.* TO 'k3s'@'{NET}.%';\n")
+        STATE["endpoint"] = f"mysql://k3s:{pw}@tcp({ADDR[DB]}:3306)/k3s"
+        STATE["db_password"] = pw
+        TIMINGS["mariadb"] = time.monotonic() - t0
+    return STATE["endpoint"]
 
 
 def _kubeconfig(inv, folder: Path, host: str) -> None:
@@ -136,54 +146,89 @@ def _kubeconfig(inv, folder: Path, host: str) -> None:
     path.chmod(0o600)
 
 
-def test_first_server(lab):
-    inv, k3s, folder = lab
-    t0 = time.monotonic()
-    _install(inv, S1, k3s, {"K3S_DATASTORE_ENDPOINT": STATE["endpoint"]},
-             "server --tls-san k3s-balancer.lab.lan --tls-san 10.77.40.100 "
-             "--node-taint CriticalAddonsOnly=true:NoExecute")
-    TIMINGS["first server"] = time.monotonic() - t0
+SERVER_ARGS = ("server --tls-san k3s-balancer.lab.lan --tls-san 10.77.40.100 "
+               "--node-taint CriticalAddonsOnly=true:NoExecute")
+
+
+@pytest.fixture(scope="module")
+def first(lab, datastore):
+    """The first server installed and started, once; its token in STATE."""
+    if "token" not in STATE:
+        inv, k3s, folder = lab
+        t0 = time.monotonic()
+        _install(inv, S1, k3s, {"K3S_DATASTORE_ENDPOINT": datastore}, SERVER_ARGS)
+        TIMINGS["first server"] = time.monotonic() - t0
+        STATE["token"] = ssh(inv, S1, "cat /var/lib/rancher/k3s/server/token").stdout.strip()
+        _kubeconfig(inv, folder, S1)
+    return STATE["token"]
+
+
+@pytest.fixture(scope="module")
+def second(lab, datastore, first):
+    """A wrong token tried on the second server (kept for its test), then the second server
+    installed with the right one, once."""
+    if "wrong" not in BUILT:
+        inv, k3s, folder = lab
+        ssh(inv, S2, "cat > /usr/local/bin/k3s && chmod 755 /usr/local/bin/k3s",
+            input=k3s.read_bytes())
+        BUILT["wrong"] = ssh(inv, S2, "set -a; . /dev/stdin; timeout 30 k3s server "
+                             "--data-dir /tmp/wrong", check=False,
+                             input=f"K3S_DATASTORE_ENDPOINT='{datastore}'\n"
+                                   "K3S_TOKEN=not-the-token\n")
+        _install(inv, S2, k3s, {"K3S_DATASTORE_ENDPOINT": datastore, "K3S_TOKEN": first},
+                 SERVER_ARGS)
+        _kubeconfig(inv, folder, S2)
+    return BUILT["wrong"]
+
+
+@pytest.fixture(scope="module")
+def agent(lab, second, first):
+    """The agent installed through the first server's address, once."""
+    if "agent" not in BUILT:
+        inv, k3s, _ = lab
+        _install(inv, AGENT, k3s, {"K3S_URL": f"https://{ADDR[S1]}:6443", "K3S_TOKEN": first},
+                 "")
+        BUILT["agent"] = True
+
+
+BUILT: dict[str, object] = {}
+
+
+def test_datastore(lab, datastore):
+    inv, _, _ = lab
+    out = ssh(inv, DB, "mariadb -N", input="SELECT COUNT(*) FROM mysql.user WHERE user='k3s';"
+              "\nSELECT @@bind_address;\n").stdout.split()
+    assert out == ["1", "0.0.0.0"], out
+
+
+def test_first_server(lab, first):
+    inv, _, _ = lab
     modes = ssh(inv, S1, "stat -c '%a %n' /var/lib/rancher/k3s/server/token "
                 "/etc/rancher/k3s/k3s.yaml /etc/rancher/node/password "
                 "/etc/systemd/system/k3s.service.env; "
                 "readlink /var/lib/rancher/k3s/server/node-token").stdout.split("\n")
     assert all(m.startswith("600 ") for m in modes[:4]), modes
     assert modes[4] == "token"
-    token = ssh(inv, S1, "cat /var/lib/rancher/k3s/server/token").stdout.strip()
-    assert re.fullmatch(r"K10[0-9a-f]{64}::server:[0-9a-f]{32}", token)
-    STATE["token"] = token
+    assert re.fullmatch(r"K10[0-9a-f]{64}::server:[0-9a-f]{32}", first)
     journal = ssh(inv, S1, "journalctl -u k3s --no-pager").stdout
     assert "NOT k3s" in journal and STATE["db_password"] not in journal
-    _kubeconfig(inv, folder, S1)
 
 
-def test_wrong_token_is_refused_then_second_server_joins(lab):
-    inv, k3s, folder = lab
-    ssh(inv, S2, "cat > /usr/local/bin/k3s && chmod 755 /usr/local/bin/k3s",
-        input=k3s.read_bytes())
-    p = ssh(inv, S2, "set -a; . /dev/stdin; timeout 30 k3s server --data-dir /tmp/wrong",
-            input=f"K3S_DATASTORE_ENDPOINT='{STATE['endpoint']}'\nK3S_TOKEN=not-the-token\n",
-            check=False)
-    assert p.returncode == 1
-    assert "bootstrap data already found and encrypted with different token" in p.stderr
-    _install(inv, S2, k3s, {"K3S_DATASTORE_ENDPOINT": STATE["endpoint"],
-                            "K3S_TOKEN": STATE["token"]},
-             "server --tls-san k3s-balancer.lab.lan --tls-san 10.77.40.100 "
-             "--node-taint CriticalAddonsOnly=true:NoExecute")
+def test_wrong_token_is_refused_then_second_server_joins(lab, second, first):
+    inv, _, _ = lab
+    assert second.returncode == 1
+    assert "bootstrap data already found and encrypted with different token" in second.stderr
     same = ssh(inv, S2, "cat /var/lib/rancher/k3s/server/token").stdout.strip()
-    assert same == STATE["token"]
-    _kubeconfig(inv, folder, S2)
+    assert same == first
 
 
-def test_agent_joins_through_a_server_address(lab):
-    inv, k3s, _ = lab
-    _install(inv, AGENT, k3s, {"K3S_URL": f"https://{ADDR[S1]}:6443", "K3S_TOKEN": STATE["token"]},
-             "")
+def test_agent_joins_through_a_server_address(lab, agent):
+    inv, _, _ = lab
     unit = ssh(inv, AGENT, "cat /etc/systemd/system/k3s-agent.service").stdout
     assert "Type=notify" in unit and "agent" in unit
 
 
-def test_kubectl_from_the_operator_lists_three_nodes(lab):
+def test_kubectl_from_the_operator_lists_three_nodes(lab, agent):
     _, _, folder = lab
     rows = wait_for(lambda: (lambda r: r if len(r) == 3 else None)(node_rows(folder)), 20)
     assert rows, kubectl(folder, "get", "nodes").stderr
@@ -198,7 +243,7 @@ def test_kubectl_from_the_operator_lists_three_nodes(lab):
     assert taints[AGENT] is None
 
 
-def test_kine_rows_contiguous_with_unique_index(lab):
+def test_kine_rows_contiguous_with_unique_index(lab, agent):
     inv, _, _ = lab
     out = ssh(inv, DB, "mariadb -N k3s", input=(
         "SELECT COUNT(*), MIN(id), MAX(id) FROM kine;\n"
@@ -210,7 +255,7 @@ def test_kine_rows_contiguous_with_unique_index(lab):
     assert agent_rows >= 1 and non_unique == 0
 
 
-def test_a_revision_gap_is_waited_for_then_filled(lab):
+def test_a_revision_gap_is_waited_for_then_filled(lab, second):
     """Skip two ids (as failed inserts do in InnoDB): the servers fill them with gap rows."""
     inv, _, _ = lab
     ssh(inv, DB, "mariadb k3s", input=(
@@ -233,7 +278,7 @@ def _journal(inv, host: str, unit: str, since: str) -> str:
     return ssh(inv, host, f"journalctl -u {unit} --no-pager --since @{since}", check=False).stdout
 
 
-def test_rebuilt_agent_is_rejected_until_its_node_is_deleted(lab):
+def test_rebuilt_agent_is_rejected_until_its_node_is_deleted(lab, agent):
     inv, _, folder = lab
     since = ssh(inv, AGENT, "date +%s").stdout.strip()
     ssh(inv, AGENT, "systemctl stop k3s-agent && rm -rf /etc/rancher/node && "
@@ -265,7 +310,7 @@ def _ping(addr: str, timeout: float = 2.0, path: str = "/ping") -> str:
         return "timeout"
 
 
-def test_hang_fault(lab):
+def test_hang_fault(lab, second):
     inv, _, folder = lab
     assert "pong" in _ping(ADDR[S1])
     ssh(inv, S1, "k3s standin-hang on")
@@ -286,7 +331,7 @@ def _heartbeat_age(folder: Path, server: str) -> float:
     return time.time() - calendar.timegm(time.strptime(beat, "%Y-%m-%dT%H:%M:%SZ"))
 
 
-def test_agent_fails_over_between_servers(lab):
+def test_agent_fails_over_between_servers(lab, agent):
     """Each server down in turn: the agent's heartbeat stays fresh through the other one."""
     inv, _, folder = lab
     for down, up in ((S1, S2), (S2, S1)):
@@ -306,7 +351,7 @@ def _main_pid(inv, host: str, unit: str) -> str:
     return ssh(inv, host, f"systemctl show -p MainPID --value {unit}").stdout.strip()
 
 
-def test_datastore_down_servers_exit_and_come_back(lab):
+def test_datastore_down_servers_exit_and_come_back(lab, agent):
     inv, _, folder = lab
     before = {h: _main_pid(inv, h, "k3s") for h in (S1, S2)}
     agent_pid = _main_pid(inv, AGENT, "k3s-agent")
