@@ -21,7 +21,8 @@ from tasks.lab import labnet
 from tasks.lab.names import lab_name, switch_ns
 from tasks.db import tls
 from tests.lab import khd_inventory, labid
-from tests.lab.test_db_lab import admin, fab, secret, wait_for, writable  # noqa: F401 - re-exported
+from tests.lab.test_db_lab import (admin, fab, secret, wait_for,  # noqa: F401 - re-exported
+                                   writable)
 
 NAME, SUBNET = labid.claim("df", "10.77.70")  # unique per run
 DB1, DB2 = "k3s-db-01", "k3s-db-02"

@@ -157,9 +157,9 @@ def _writer_or_none(lab):
 def test_rejoin_keeps_a_real_errant_transaction_and_rebuilds_the_node(lab):
     """A writer cut off from its peer and the balancers fences itself (read-only), yet
     commits one row (through an admin login of its own, the operator still reaches it):
-    an errant transaction. After the heal,
-    db.status says ERRANT (exit 1); db.rejoin keeps the row in a 0600 dump, re-seeds the
-    node from the writer, replication runs both ways and the checksums are equal."""
+    an errant transaction. After the heal, db.status says ERRANT (exit 1); db.rejoin keeps
+    the row in a 0600 dump, re-seeds the node from the writer, replication runs both ways
+    and the checksums are equal."""
     old = kit.writer_host(lab)
     kit.cut_off(lab, old, True)
     try:
