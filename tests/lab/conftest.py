@@ -1,5 +1,6 @@
-"""Lab modules whose pair moves through modes it cannot leave (tests/lab/test_db_lab.py:
-file/position -> GTID -> TLS) mark each test with the mode it needs, `stage(N)`. Tests run
+"""Lab modules whose lab moves through states it cannot leave (test_db_lab: file/position
+-> GTID -> TLS; test_api_check_lab: before k3s -> after; test_balancers_lab: hand-built
+pair -> adopted) mark each test with the state it needs, `stage(N)` (none: 0). Tests run
 by stage, in whatever order within one (file order, or pytest-randomly's shuffle): the
 order is declared, not taken from where a test sits in the file."""
 import pytest

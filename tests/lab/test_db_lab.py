@@ -126,6 +126,14 @@ def succeeded(runs):
         assert p.returncode == 0, f"{task}:\n{p.stdout}\n{p.stderr}"
 
 
+def both_replicas_moved(runs, to):
+    """The move's tasks succeeded and db.replicate moved each replica `to` (e.g. "to TLS")
+    at the position it had."""
+    succeeded(runs)
+    out = runs["db.replicate"].stdout
+    assert sum(f"({to}, same position) changed" in ln for ln in out.splitlines()) == 2, out
+
+
 @pytest.fixture(scope="module")
 def gtid(lab):
     """Stage 1: the file/position pair moved to GTID (gtid = true)."""
@@ -613,10 +621,7 @@ def test_position_replication_moves_to_gtid_without_reset(lab, gtid, labtable):
     """gtid = true on a working file/position pair: db.configure restarts with a GTID
     domain per node, db.replicate moves each replica to GTID at the point it applied
     (no reset, no row lost or doubled), and a second run changes nothing."""
-    succeeded(gtid)
-    assert sum("(to GTID, same position) changed" in ln
-               for ln in gtid["db.replicate"].stdout.splitlines()) == 2, \
-        gtid["db.replicate"].stdout
+    both_replicas_moved(gtid, "to GTID")
     for h in (DB1, DB2):
         s = admin(lab, h)
         st = s("SHOW SLAVE STATUS")[0]
@@ -652,10 +657,7 @@ def mysqld_pids(inv):
 def test_switching_a_running_pair_to_tls_keeps_replication(lab, secure, labtable):
     """tls + proxy_protocol on a working non-TLS pair: each replica is moved to TLS with
     its threads stopped briefly (same position, no reset), rows neither lost nor doubled."""
-    succeeded(secure)
-    assert sum("(to TLS, same position) changed" in ln
-               for ln in secure["db.replicate"].stdout.splitlines()) == 2, \
-        secure["db.replicate"].stdout
+    both_replicas_moved(secure, "to TLS")
     for h in (DB1, DB2):
         s = admin(lab, h)
         st = s("SHOW SLAVE STATUS")[0]

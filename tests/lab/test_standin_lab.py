@@ -90,7 +90,7 @@ def wait_for(fn, timeout: float = 30.0, every: float = 0.5):
         time.sleep(every)
 
 
-STATE: dict[str, str] = {}
+STATE: dict[str, object] = {}  # what the build-up fixtures made, once
 
 
 def _install(inv, host: str, k3s: Path, env: dict[str, str], args: str) -> None:
@@ -167,31 +167,29 @@ def first(lab, datastore):
 def second(lab, datastore, first):
     """A wrong token tried on the second server (kept for its test), then the second server
     installed with the right one, once."""
-    if "wrong" not in BUILT:
+    if "wrong" not in STATE:
         inv, k3s, folder = lab
         ssh(inv, S2, "cat > /usr/local/bin/k3s && chmod 755 /usr/local/bin/k3s",
             input=k3s.read_bytes())
-        BUILT["wrong"] = ssh(inv, S2, "set -a; . /dev/stdin; timeout 30 k3s server "
+        STATE["wrong"] = ssh(inv, S2, "set -a; . /dev/stdin; timeout 30 k3s server "
                              "--data-dir /tmp/wrong", check=False,
                              input=f"K3S_DATASTORE_ENDPOINT='{datastore}'\n"
                                    "K3S_TOKEN=not-the-token\n")
         _install(inv, S2, k3s, {"K3S_DATASTORE_ENDPOINT": datastore, "K3S_TOKEN": first},
                  SERVER_ARGS)
         _kubeconfig(inv, folder, S2)
-    return BUILT["wrong"]
+    return STATE["wrong"]
 
 
 @pytest.fixture(scope="module")
 def agent(lab, second, first):
     """The agent installed through the first server's address, once."""
-    if "agent" not in BUILT:
+    if "agent" not in STATE:
         inv, k3s, _ = lab
         _install(inv, AGENT, k3s, {"K3S_URL": f"https://{ADDR[S1]}:6443", "K3S_TOKEN": first},
                  "")
-        BUILT["agent"] = True
+        STATE["agent"] = True
 
-
-BUILT: dict[str, object] = {}
 
 
 def test_datastore(lab, datastore):
