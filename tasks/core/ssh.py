@@ -116,10 +116,12 @@ class Pool:
     """The SSH connections of one `fab` invocation, shared by every Run in it.
 
     `shared` is the host's one connection (what `Run.conn` returns): a task that calls
-    other tasks (cluster.deploy runs ~10) logs in once per host, not once per task. `lease`
-    lends a connection of its own to a thread that runs commands on a host in parallel with
-    others (kubectl on the first server from every joining node's thread); it goes back
-    idle for the next lease. `scope` closes them all when the outermost task ends.
+    other tasks (cluster.deploy runs ~10) logs in once per host, not once per task. Each
+    command is a channel of its own, so parallel threads may send it the odd command (a
+    joining agent's thread forgetting an old node). `lease` lends a connection of its own
+    to a thread that runs commands on a host steadily in parallel with others (the shared
+    kubectl poll while agents join); it goes back idle for the next lease. `scope` closes
+    them all when the outermost task ends.
     """
 
     def __init__(self) -> None:

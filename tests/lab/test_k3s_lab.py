@@ -209,6 +209,10 @@ def test_install_server_both_ready_and_tainted_no_secret_in_argv(lab, servers):
                          "/etc/rancher/k3s/config.yaml /etc/rancher/node/password")
     assert [ln.split()[0] for ln in modes.splitlines()] == ["600"] * 3, modes
     assert not [s for s in secrets if s in ssh(lab, S1, "cat /etc/rancher/k3s/config.yaml")]
+    # enabled by our start, not the installer (INSTALL_K3S_SKIP_ENABLE): k3s comes back
+    # after a reboot
+    assert [ssh(lab, s, "systemctl is-enabled k3s").strip() for s in SERVERS] == \
+        ["enabled"] * 2
 
 
 def test_join_agent_status_four_ready_servers_tainted(lab, agents):
