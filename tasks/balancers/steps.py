@@ -11,7 +11,7 @@ from fabric import Connection
 from ..core.errors import StepFailed
 from ..core.cli import say
 from ..core.inventory import Host
-from ..core.ops import ensure_dir, ensure_file, ensure_packages, ensure_service
+from ..core.ops import ensure_dir, ensure_file, ensure_packages, ensure_service, looked, path_stat
 from ..core.run import FAILED, OK, Run
 from ..core.ssh import sh
 from ..facts import vrrp
@@ -21,6 +21,7 @@ from .config import (CHECK_CA, CHECK_PEM, HAPROXY_DOWN_FILE, HAPROXY_DROPIN, NOT
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+DROPIN_DIR = HAPROXY_DROPIN.rsplit("/", 1)[0]
 PACKAGES = ["haproxy", "keepalived", "curl", "socat"]
 
 
@@ -45,11 +46,19 @@ def has_check_cert(r: Run, conn: Connection, h: Host) -> bool:
     name them; until then it checks /ping)."""
     if r.inv.balancers["api_health_check"] != "readyz" or "api" not in pair_keys(r.inv, h):
         return False
-    return sh(conn, f"test -s {CHECK_PEM} && test -s {CHECK_CA}", warn=True,
-              write=False).exited == 0
+    return all((st := path_stat(conn, p)) is not None and st.size > 0
+               for p in (CHECK_PEM, CHECK_CA))
 
 
 def configure(r: Run, conn: Connection, h: Host) -> None:
+    """The configs and services of one balancer; what it reads, in one round trip."""
+    with looked(conn, files=[NOTIFY_SCRIPT, HAPROXY_CFG, KEEPALIVED_CONF, HAPROXY_DROPIN],
+                stats=["/etc/keepalived", DROPIN_DIR, CHECK_PEM, CHECK_CA],
+                units=["haproxy", "keepalived"]):
+        _configure(r, conn, h)
+
+
+def _configure(r: Run, conn: Connection, h: Host) -> None:
     hcfg = haproxy_config(r.inv, h, check_cert=has_check_cert(r, conn, h))
     kcfg = keepalived_config(r.inv, h)
     r.step(h, "/etc/keepalived", lambda: ensure_dir(conn, "/etc/keepalived"))
@@ -71,7 +80,7 @@ def configure(r: Run, conn: Connection, h: Host) -> None:
 
 
 def _dropin(conn: Connection) -> bool:
-    ensure_dir(conn, HAPROXY_DROPIN.rsplit("/", 1)[0])
+    ensure_dir(conn, DROPIN_DIR)
     changed = ensure_file(conn, HAPROXY_DROPIN, haproxy_dropin())
     if changed:
         sh(conn, "systemctl daemon-reload")

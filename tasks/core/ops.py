@@ -5,6 +5,7 @@ Each returns True when it changed something. In dry run (`fab --dry`, or a task'
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import io
@@ -12,9 +13,11 @@ import logging
 import shlex
 import time
 import uuid
+from typing import Iterable, Iterator
 
 from fabric import Connection
 
+from . import lookahead
 from .errors import StepFailed
 from .run import poll
 from .ssh import host_name, is_dry, os_family, put_private, read_file_meta, sh
@@ -79,7 +82,38 @@ def unified_diff(old: bytes | None, new: bytes, path: str) -> str:
                                         else "/dev/null", tofile=f"{path} (new)"))
 
 
+@contextlib.contextmanager
+def looked(conn: Connection, *, files: Iterable[str] = (), stats: Iterable[str] = (),
+           sums: Iterable[str] = (), units: Iterable[str] = ()) -> Iterator[lookahead.Look]:
+    """`with looked(conn, files=[...], ...):` the step's reads in one round trip, used by
+    the primitives below until the block ends or a write runs on the host (lookahead.py).
+    files: content + mode/owner; stats: mode/owner/size; sums: sha256; units: systemd."""
+    text, asked = lookahead.script(files, stats, sums, units)
+    res = sh(conn, text, write=False)
+    look = lookahead.parse(res.stdout, asked)
+    lookahead.remember(conn, look)
+    try:
+        yield look
+    finally:
+        lookahead.forget(conn)
+
+
+def path_stat(conn: Connection, path: str) -> lookahead.Stat | None:
+    """The path's mode/owner/size/kind, None if absent (read-only; a `looked` block's
+    answer when it holds one)."""
+    look = lookahead.held(conn)
+    if look is not None and path in look.stats:
+        return look.stats[path]
+    q = shlex.quote(path)
+    res = sh(conn, f"test -e {q} && stat -c '%a %U %G %s %F' {q}", warn=True, write=False)
+    return lookahead.parse_stat(res.stdout.strip()) if res.exited == 0 else None
+
+
 def _stat(conn: Connection, path: str) -> tuple[str, str, str] | None:
+    look = lookahead.held(conn)
+    if look is not None and path in look.stats:
+        st = look.stats[path]
+        return st.meta if st else None
     res = sh(conn, f"stat -c '%a %U %G' {shlex.quote(path)}", warn=True, write=False)
     if res.exited != 0:
         return None
@@ -150,13 +184,20 @@ def ensure_dir(conn: Connection, path: str, *, mode: str = "0755", owner: str = 
     return True
 
 
+ENABLED_STATES = ("enabled", "static", "alias", "generated")
+
+
 def service_state(conn: Connection, name: str) -> tuple[bool, bool]:
     """(enabled, active) for a systemd unit."""
+    look = lookahead.held(conn)
+    if look is not None and name in look.units:
+        enabled_s, active_s = look.units[name]
+        return enabled_s in ENABLED_STATES, active_s == "active"
     q = shlex.quote(name)
     out = sh(conn, f"echo \"$(systemctl is-enabled {q} 2>/dev/null)\"; systemctl is-active {q}",
              warn=True, write=False).stdout.split("\n")
     enabled, active = out[0].strip(), (out[1].strip() if len(out) > 1 else "")
-    return enabled in ("enabled", "static", "alias", "generated"), active == "active"
+    return enabled in ENABLED_STATES, active == "active"
 
 
 # systemd's passing states, and how long (s) a started/reloaded unit may stay in one

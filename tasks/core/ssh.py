@@ -21,6 +21,7 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
 
+from . import lookahead
 from .errors import ConnectError, InputError, StepFailed
 from .inventory import Host, Inventory
 
@@ -258,6 +259,8 @@ def sh(conn: Connection, cmd: str, *, stdin: str | None = None, warn: bool = Fal
         full = _wrap(conn, cmd)
     shown = cmd.replace(mask, "***") if mask else cmd
     name = host_name(conn)
+    if write:  # it may change what a `looked` block read
+        lookahead.forget(conn)
     if write and is_dry(conn):
         print(f"[{name}] would run: {shown}")
         return _DryResult()
@@ -302,6 +305,9 @@ def probe(conn: Connection, cmd: str) -> int:
 
 def read_file(conn: Connection, path: str) -> bytes | None:
     """Remote file content, or None if it does not exist (read-only, runs in dry mode)."""
+    look = lookahead.held(conn)
+    if look is not None and path in look.contents:
+        return look.contents[path]
     res = sh(conn, f"test -e {shlex.quote(path)} && base64 -w0 {shlex.quote(path)}",
              warn=True, write=False)
     if res.exited != 0:
@@ -313,6 +319,10 @@ def read_file_meta(conn: Connection, path: str
                    ) -> tuple[bytes | None, tuple[str, str, str] | None]:
     """(content, (mode, owner, group)) of a remote file in one round trip, (None, None) if
     it does not exist (read-only, runs in dry mode). Mode zero-padded to 4 digits."""
+    look = lookahead.held(conn)
+    if look is not None and path in look.contents:
+        st = look.stats[path]
+        return look.contents[path], st.meta if st else None
     q = shlex.quote(path)
     res = sh(conn, f"test -e {q} && stat -c '%a %U %G' {q} && base64 -w0 {q}",
              warn=True, write=False)

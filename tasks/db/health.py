@@ -13,7 +13,7 @@ from fabric import Connection
 
 from ..core import render
 from ..core.inventory import Host, Inventory
-from ..core.ops import ensure_file, ensure_service
+from ..core.ops import ensure_file, ensure_service, looked
 from ..core.run import Run
 from ..core.ssh import sh
 from ..facts.datastore import WRITER_HEADER
@@ -52,10 +52,11 @@ def ensure_health(r: Run, conn: Connection, h: Host) -> None:
     """Script and unit in place, the service running; restarted only when one changed."""
     script = health_script(r.inv, h, server_version(conn, h.name))
     unit = render.render("db-health.service")
-    ch = r.step(h, "health script", lambda: ensure_file(conn, HEALTH_BIN, script,
-                                                        mode="0755"))
-    cu = r.step(h, "health unit", lambda: ensure_file(conn, HEALTH_UNIT, unit))
-    if cu:
-        sh(conn, "systemctl daemon-reload")
-    r.step(h, "service k3s-ha-db-health", lambda: ensure_service(
-        conn, "k3s-ha-db-health", changed_inputs=ch or cu))
+    with looked(conn, files=[HEALTH_BIN, HEALTH_UNIT], units=["k3s-ha-db-health"]):
+        ch = r.step(h, "health script", lambda: ensure_file(conn, HEALTH_BIN, script,
+                                                            mode="0755"))
+        cu = r.step(h, "health unit", lambda: ensure_file(conn, HEALTH_UNIT, unit))
+        if cu:
+            sh(conn, "systemctl daemon-reload")
+        r.step(h, "service k3s-ha-db-health", lambda: ensure_service(
+            conn, "k3s-ha-db-health", changed_inputs=ch or cu))

@@ -18,7 +18,7 @@ from ..core import render, secrets
 from ..core.cli import H_DRY, H_YES, k3s_task, say, table
 from ..core.errors import InputError, K3sHaError, Refused, StepFailed
 from ..core.inventory import Host, Inventory
-from ..core.ops import ensure_dir, ensure_file, ensure_packages, ensure_service
+from ..core.ops import ensure_dir, ensure_file, ensure_packages, ensure_service, looked
 from ..core.run import CHANGED, FAILED, OK, Run, run_session
 from ..core.ssh import os_family, os_release
 from ..facts import datastore
@@ -32,6 +32,8 @@ from .session import Node, admin_password, open_node, require_session, reset_adm
 def db_hosts(inv: Inventory) -> list[Host]:
     return inv.with_role("db")
 
+
+LOG_DIR = "/var/log/mysql"
 
 def package_and_service(inv: Inventory, conn: Connection) -> tuple[str, str, str]:
     """(flavor, package, service) for this host: inventory flavor, else by OS."""
@@ -110,15 +112,18 @@ def configure(c: Context, dry: bool = False, yes: bool = False) -> None:
             d = facts.server_version(conn, h.name)
             _, _, svc = package_and_service(inv, conn)
             text = render.render("db-k3s-ha.cnf.j2", **cnf_values(inv, h, d))
-            r.step(h, "log dir /var/log/mysql", lambda: ensure_dir(
-                conn, "/var/log/mysql", mode="2750", owner="mysql", group="adm"))
-            certs = ca is not None and r.step(h, "TLS certificate", lambda: tls.ensure_server_tls(
-                conn, inv, h, ca))
-            changed = r.step(h, "my.cnf drop-in", lambda: ensure_file(
-                conn, config_path(d, os_family(conn)), text, mode="0644"))
-            with one_at_a_time if changed else contextlib.nullcontext():
-                r.step(h, f"service {svc}", lambda: ensure_service(
-                    conn, svc, changed_inputs=changed))
+            cnf = config_path(d, os_family(conn))
+            with looked(conn, files=[cnf, *tls.REMOTE_FILES], stats=[LOG_DIR, tls.REMOTE_DIR],
+                        units=[svc]):
+                r.step(h, f"log dir {LOG_DIR}", lambda: ensure_dir(
+                    conn, LOG_DIR, mode="2750", owner="mysql", group="adm"))
+                certs = ca is not None and r.step(
+                    h, "TLS certificate", lambda: tls.ensure_server_tls(conn, inv, h, ca))
+                changed = r.step(h, "my.cnf drop-in", lambda: ensure_file(
+                    conn, cnf, text, mode="0644"))
+                with one_at_a_time if changed else contextlib.nullcontext():
+                    r.step(h, f"service {svc}", lambda: ensure_service(
+                        conn, svc, changed_inputs=changed))
             if certs and not changed and not r.dry:
                 r.step(h, "TLS reloaded", lambda: tls.reload_tls(conn, d.mariadb) or True)
 

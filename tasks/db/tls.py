@@ -37,6 +37,7 @@ REMOTE_CA, REMOTE_CERT, REMOTE_KEY = (f"{REMOTE_DIR}/{f}" for f in
                                       ("ca.crt", "server.crt", "server.key"))
 CA_DAYS, CERT_DAYS, RENEW_DAYS = 3650, 825, 30
 CA_NAME = "k3s-ha datastore CA"
+REMOTE_FILES = (REMOTE_CA, REMOTE_CERT)  # what a step reads (the key never leaves)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from ..core.errors import InputError
 from ..core.inventory import Host, Inventory
 from .token import Token, parse_token, same_secret
 
-CONFIG_PATH = "/etc/rancher/k3s/config.yaml"
+CONFIG_DIR = "/etc/rancher/k3s"
+CONFIG_PATH = f"{CONFIG_DIR}/config.yaml"
 STATE_DIR = "/var/lib/k3s-ha"
 INSTALLER_PATH = f"{STATE_DIR}/k3s-install.sh"
 BIN_PATH = "/usr/local/bin/k3s"

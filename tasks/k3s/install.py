@@ -21,7 +21,8 @@ from fabric import Connection
 from ..core.cli import say
 from ..core.errors import InputError
 from ..core.inventory import Inventory
-from ..core.ops import ensure_dir
+from ..core import lookahead
+from ..core.ops import ensure_dir, path_stat
 from ..core.ssh import host_name, is_dry, put_private, sh
 from ..facts.k3s import installed_version
 from .config import (BIN_PATH, IMAGES_DIR, INSTALLER_PATH, STATE_DIR, Role, installer_command,
@@ -72,6 +73,9 @@ def file_sha256(path: Path) -> str:
 
 
 def remote_sha256(conn: Connection, path: str) -> str:
+    look = lookahead.held(conn)
+    if look is not None and path in look.sums:
+        return look.sums[path]
     res = sh(conn, f"sha256sum {shlex.quote(path)}", warn=True, write=False)
     return res.stdout.split()[0] if res.exited == 0 and res.stdout.strip() else ""
 
@@ -110,12 +114,21 @@ def ensure_airgap_files(conn: Connection, inv: Inventory) -> bool:
 def ensure_script(conn: Connection) -> bool:
     """script method: the upstream installer fetched on the host, once."""
     ensure_dir(conn, STATE_DIR, mode="0700")
-    if sh(conn, f"test -s {INSTALLER_PATH}", warn=True, write=False).exited == 0:
+    st = path_stat(conn, INSTALLER_PATH)
+    if st is not None and st.size > 0:
         return False
     tmp = shlex.quote(f"{INSTALLER_PATH}.k3sha-new")
     sh(conn, f"curl -sfL --retry 3 -o {tmp} {SCRIPT_URL} && chmod 700 {tmp} && "
              f"mv -f {tmp} {INSTALLER_PATH}", timeout=120)
     return True
+
+
+def binary_reads(inv: Inventory) -> dict[str, list[str]]:
+    """What binary_outdated reads on a host, for one `ops.looked` round trip."""
+    if method(inv) != "binary":
+        return {"stats": [STATE_DIR, INSTALLER_PATH]}
+    images = [f"{IMAGES_DIR}/{img.name}" for img in airgap(inv).images]
+    return {"stats": [STATE_DIR], "sums": [INSTALLER_PATH, *images, BIN_PATH]}
 
 
 def binary_outdated(conn: Connection, inv: Inventory) -> bool:

@@ -17,15 +17,15 @@ from fabric import Connection
 from ..core.cli import say
 from ..core.errors import InputError, Refused, StepFailed
 from ..core.inventory import K3S_API_PORT, Host, Inventory
-from ..core.ops import ensure_dir, ensure_file
+from ..core.ops import ensure_dir, ensure_file, looked, path_stat
 from ..core.run import CHANGED, OK, Run, poll
 from ..core.secrets import confirm
 from ..core.ssh import host_name, read_file, sh
 from ..facts import k3s as facts
 from . import effect
-from .config import (CONFIG_PATH, DATASTORE_CA_PATH, NodeSpec, Role, node_config, parse_env,
-                     reconcile_env, render_env)
-from .install import binary_outdated, run_installer, uninstall
+from .config import (CONFIG_DIR, CONFIG_PATH, DATASTORE_CA_PATH, NodeSpec, Role, node_config,
+                     parse_env, reconcile_env, render_env)
+from .install import binary_outdated, binary_reads, run_installer, uninstall
 
 READY_TIMEOUT = 300
 READY_POLL = 0.5  # s between looks at a starting node (unit + journal, then the API)
@@ -76,10 +76,20 @@ class Observed:
 
 
 def observe(conn: Connection, role: Role) -> Observed:
-    unit = sh(conn, f"test -f {role.unit_path}", warn=True, write=False).exited == 0
+    unit = path_stat(conn, role.unit_path)
     env = parse_env((read_file(conn, role.env_path) or b"").decode())
-    pw = sh(conn, f"test -s {NODE_PASSWORD_FILE}", warn=True, write=False).exited == 0
-    return Observed(unit, env, facts.unit_active(conn, role.unit), pw)
+    pw = path_stat(conn, NODE_PASSWORD_FILE)
+    return Observed(unit is not None, env, facts.unit_active(conn, role.unit),
+                    pw is not None and pw.size > 0)
+
+
+def node_reads(inv: Inventory, spec: NodeSpec) -> dict[str, list[str]]:
+    """Everything ensure_node reads on the host before acting, for one round trip."""
+    role, binary = spec.role, binary_reads(inv)
+    files = [role.env_path, CONFIG_PATH] + ([DATASTORE_CA_PATH] if spec.datastore_ca else [])
+    return {"files": files, "units": [role.unit],
+            "stats": [role.unit_path, NODE_PASSWORD_FILE, CONFIG_DIR, *binary["stats"]],
+            "sums": binary.get("sums", [])}
 
 
 def lookup(api: Connection, name: str,
@@ -111,13 +121,15 @@ def ensure_node(r: Run, conn: Connection, spec: NodeSpec, api: Connection, *,
     lookups and the wait for Ready read (parallel joins share one), else `api`'s own;
     `api` itself then only acts (forget a node, read a setting in effect)."""
     host, role = spec.host, spec.role
-    obs = observe(conn, role)
-    bin_changed = r.step(host, "k3s binary", lambda: binary_outdated(conn, r.inv))
-    ensure_dir(conn, "/etc/rancher/k3s")
-    ca_changed = bool(spec.datastore_ca) and r.step(host, "datastore CA", lambda: ensure_file(
-        conn, DATASTORE_CA_PATH, spec.datastore_ca, mode="0644"))
-    cfg_changed = r.step(host, "config.yaml", lambda: ensure_file(
-        conn, CONFIG_PATH, spec.config_yaml, mode="0600")) or ca_changed
+    with looked(conn, **node_reads(r.inv, spec)):
+        obs = observe(conn, role)
+        bin_changed = r.step(host, "k3s binary", lambda: binary_outdated(conn, r.inv))
+        ensure_dir(conn, CONFIG_DIR)
+        ca_changed = bool(spec.datastore_ca) and r.step(
+            host, "datastore CA", lambda: ensure_file(conn, DATASTORE_CA_PATH,
+                                                      spec.datastore_ca, mode="0644"))
+        cfg_changed = r.step(host, "config.yaml", lambda: ensure_file(
+            conn, CONFIG_PATH, spec.config_yaml, mode="0600")) or ca_changed
     env = reconcile_env(obs.env, spec.env)
     env_changed = obs.env != env
     changed = bin_changed or cfg_changed or env_changed or not obs.unit

@@ -17,6 +17,8 @@ from tasks.core.run import Run
 from tasks.k3s import config as kc, install, nodes
 from tasks.k3s.token import parse_token
 
+from tests.unit import fakelook
+
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = parse_token(f"K10{'ab' * 32}::server:SERVERSECRETzz99")
 DB_PW = "DBPASSWORDqq77"
@@ -34,7 +36,8 @@ class FakeHost(Context):
                                             roles=("k3s-agent",)),
                  "user": "root", "host": name, "files": dict(files or {}), "active": active,
                  "version": version, "nodes_json": nodes_json,
-                 "calls": [], "peer": None}  # calls: (command, stdin); peer: the API host
+                 "calls": [], "peer": None,  # calls: (command, stdin); peer: the API host
+                 "modes": {}}  # path: mode, when not 600 (directories are files here)
         for k, v in state.items():
             object.__setattr__(self, k, v)
 
@@ -47,6 +50,10 @@ class FakeHost(Context):
     def run(self, command: str, **kw: Any) -> Result:  # noqa: C901 - a small fake shell
         stream = kw.get("in_stream")
         self.calls.append((command, stream.getvalue() if stream else ""))
+        if fakelook.is_look(command):
+            return Result(fakelook.answer(command, file=self.files.get,
+                                          unit=lambda u: ("enabled", self.active),
+                                          mode=lambda p: self.modes.get(p, "600")))
         m = re.match(r"test -e (\S+) && base64 -w0 \1$", command)
         if m:
             data = self.files.get(m.group(1))
@@ -57,11 +64,17 @@ class FakeHost(Context):
             data = self.files.get(m.group(1))
             return Result("600 root root\n" + base64.b64encode(data.encode()).decode()
                           if data is not None else "", exited=0 if data is not None else 1)
+        m = re.match(r"test -e (\S+) && stat -c '%a %U %G %s %F' \1$", command)
+        if m:  # ops.path_stat
+            data = self.files.get(m.group(1))
+            return Result(f"600 root root {len(data)} regular file\n" if data is not None
+                          else "", exited=0 if data is not None else 1)
         m = re.match(r"test -[fs] (\S+)$", command)
         if m:
             return Result("", exited=0 if m.group(1) in self.files else 1)
         if command.startswith("stat -c"):
-            return Result("600 root root\n") if command.split()[-1] in self.files \
+            path = command.split()[-1]
+            return Result(f"{self.modes.get(path, '600')} root root\n") if path in self.files \
                 else Result("", exited=1)
         if command.startswith('echo "$(systemctl is-enabled '):  # ops.service_state
             return Result(f"enabled\n{self.active}\n")
@@ -162,7 +175,9 @@ def _joined(inv: inventory.Inventory, config_yaml: str) -> tuple[FakeHost, FakeH
     files = {kc.INSTALLER_PATH: "#!/bin/sh\n", kc.Role.AGENT.unit_path: "[Unit]\n",
              kc.Role.AGENT.env_path: kc.render_env(kc.agent_env(inv, TOKEN)),
              kc.CONFIG_PATH: config_yaml, nodes.NODE_PASSWORD_FILE: "pw"}
+    files.update({kc.STATE_DIR: "", kc.CONFIG_DIR: ""})
     host = FakeHost("k3s-agent-01", files, active="active", version="v1.31.5+k3s1")
+    host.modes.update({kc.STATE_DIR: "700", kc.CONFIG_DIR: "755"})
     api = FakeHost("k3s-server-01", nodes_json=_ready("k3s-agent-01"))
     return host, api
 
@@ -173,6 +188,10 @@ def test_ready_unchanged_node_gets_no_installer_and_no_restart() -> None:
     assert nodes.ensure_node(Run(Context(), "t", inv=inv), host, _spec(inv), api) is False
     for c in host.commands():
         assert "set -a" not in c and "systemctl start" not in c and "restart" not in c
+    # its reads in one round trip (tasks/core/lookahead.py), + `k3s --version` (script
+    # method); then one look at the API
+    assert len(host.commands()) == 2 and fakelook.is_look(host.commands()[0]), host.commands()
+    assert len(api.commands()) == 1, api.commands()
 
 
 def test_changed_config_restarts_without_running_the_installer() -> None:
