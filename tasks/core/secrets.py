@@ -110,6 +110,24 @@ def get_secret(name: str, inv: Inventory | None = None, *, yes: bool = False,
     (when [secrets] save_prompted) only by `accepted(name)`.
     """
     new = new or confirm_new
+    at_hand = known(name, inv)
+    if at_hand is not None:
+        return at_hand
+    path = secrets_path(inv)
+    with _lock:
+        held = _prompted.get(_key(name, path))  # asked meanwhile by another thread
+        if held is not None:
+            return held
+        value = _prompt(name, path, yes=yes, new=new)
+        _prompted[_key(name, path)] = value
+        if path is not None and inv is not None and inv.secrets.get("save_prompted"):
+            _pending[_key(name, path)] = (path, value)
+        return value
+
+
+def known(name: str, inv: Inventory | None = None) -> str | None:
+    """The secret NAME if it is at hand without asking (env, secrets file, asked before in
+    this run); None when only a prompt would give it."""
     env = os.environ.get(env_name(name))
     if env:
         return env
@@ -119,14 +137,7 @@ def get_secret(name: str, inv: Inventory | None = None, *, yes: bool = False,
             val = read_secrets_file(path).get(name)
             if val:
                 return val
-        held = _prompted.get(_key(name, path))
-        if held is not None:
-            return held
-        value = _prompt(name, path, yes=yes, new=new)
-        _prompted[_key(name, path)] = value
-        if path is not None and inv is not None and inv.secrets.get("save_prompted"):
-            _pending[_key(name, path)] = (path, value)
-        return value
+        return _prompted.get(_key(name, path))
 
 
 def _prompt(name: str, path: Path | None, *, yes: bool, new: bool) -> str:

@@ -173,40 +173,65 @@ def reset_admin(conn: Connection, d: sql.Dialect, password: str) -> None:
 
 def admin_password(r: Run, hosts: list[Host]) -> str:
     """db_admin_password, asked (once, before any fan-out) as a login when some node already
-    has the admin account, as a new value to confirm when none has."""
-    have = r.each(hosts, lambda conn, h: (facts.server_version(conn, h.name),
-                                          admin_exists(conn))[1])
+    has the admin account, as a new value to confirm when none has. Known already (env,
+    secrets file, asked before in this run): no node is asked anything."""
+    r.each(hosts, lambda conn, h: facts.server_version(conn, h.name))
+    known = secrets.known("db_admin_password", r.inv)
+    if known is not None:
+        return known
+    have = r.each(hosts, lambda conn, h: admin_exists(conn))
     return secrets.get_secret("db_admin_password", r.inv, yes=r.yes,
                               new=not any(have.values()))
 
 
 def open_node(r: Run, conn: Connection, host: Host, password: str, *,
               create: bool = True) -> Node:
-    """Detect the dialect and log in as the admin (created by root over the socket if
-    missing). In dry run on a node without the admin account, a Node without a session."""
+    """Detect the dialect and log in as the admin (created by root over the socket when the
+    login is refused for want of it: a node set up already costs no extra round trip). In
+    dry run on a node without the admin account, a Node without a session."""
     node = Node(host, conn, facts.server_version(conn, host.name))
-    if create and not admin_exists(conn):
+    try:
+        node.db = _admin_login(r, conn, node, password)
+    except pymysql.MySQLError as e:
+        refused = (e.args[0] if e.args else 0) == 1045
+        if not (refused and create and not admin_exists(conn)):
+            raise _login_error(r, host, node, e) from None
         if r.dry:
             say(f"[{host.name}] would create {sql.ADMIN_USER}@127.0.0.1/localhost")
             return node
         create_admin(conn, node.d, password)
         r.record(host, "admin account", CHANGED)
-    try:
-        node.db = mysql_connect(conn, user=sql.ADMIN_USER, password=password,
-                                port=r.inv.db["port"], tls=not node.d.mariadb)
-    except pymysql.MySQLError as e:
-        if (e.args[0] if e.args else 0) == 1045:
-            secrets.refused("db_admin_password", r.inv)
-            raise InputError(
-                f"{host.name}: {node.d} refused {sql.ADMIN_USER}'s password (1045 access "
-                "denied): the db_admin_password given differs from the one this node was set "
-                "up with, or the account is missing. Fix: give the right one "
-                "(K3S_HA_DB_ADMIN_PASSWORD or the secrets file), or set it anew with fab "
-                "db.secure --reset-admin") from None
-        raise StepFailed(f"{host.name}: cannot log in to {node.d} over SSH: {e.args[-1]}") \
-            from None
+        try:
+            node.db = _admin_login(r, conn, node, password)
+        except pymysql.MySQLError as e2:
+            raise _login_error(r, host, node, e2) from None
+    if create and node.q("SELECT COUNT(*) AS n FROM mysql.user WHERE User = %s",
+                         (sql.ADMIN_USER,))[0]["n"] != len(sql.ADMIN_HOSTS):
+        if r.dry:  # one of its two hosts (127.0.0.1, localhost) missing
+            say(f"[{host.name}] would complete {sql.ADMIN_USER}@127.0.0.1/localhost")
+        else:
+            create_admin(conn, node.d, password)
+            r.record(host, "admin account", CHANGED)
     secrets.accepted("db_admin_password", r.inv)
     return node
+
+
+def _admin_login(r: Run, conn: Connection, node: Node, password: str
+                 ) -> pymysql.connections.Connection:
+    return mysql_connect(conn, user=sql.ADMIN_USER, password=password,
+                         port=r.inv.db["port"], tls=not node.d.mariadb)
+
+
+def _login_error(r: Run, host: Host, node: Node, e: pymysql.MySQLError) -> Exception:
+    if (e.args[0] if e.args else 0) == 1045:
+        secrets.refused("db_admin_password", r.inv)
+        return InputError(
+            f"{host.name}: {node.d} refused {sql.ADMIN_USER}'s password (1045 access "
+            "denied): the db_admin_password given differs from the one this node was set "
+            "up with, or the account is missing. Fix: give the right one "
+            "(K3S_HA_DB_ADMIN_PASSWORD or the secrets file), or set it anew with fab "
+            "db.secure --reset-admin")
+    return StepFailed(f"{host.name}: cannot log in to {node.d} over SSH: {e.args[-1]}")
 
 
 def require_session(n: Node) -> Node:

@@ -146,6 +146,7 @@ def test_admin_password_goes_on_stdin_never_in_the_command(monkeypatch):
 
 def test_admin_password_is_a_login_when_a_node_has_the_account(monkeypatch):
     asked = []
+    monkeypatch.setattr(session.secrets, "known", lambda name, inv: None)  # not at hand
     monkeypatch.setattr(session.secrets, "get_secret",
                         lambda name, inv, yes=False, new=False: asked.append((name, new)) or "x")
 
@@ -203,3 +204,113 @@ def test_replica_tls_read_from_show_replica_status():
     assert session.replica_tls([]) == ""
     assert session.replica_tls([{"Source_SSL_Allowed": "Yes", "Source_SSL_CA_File": "/c",
                                  "Source_SSL_Verify_Server_Cert": "Yes"}]) == "/c"  # MySQL
+
+
+class LoginRun:
+    dry, yes = False, True
+
+    def __init__(self):
+        self.inv = type("Inv", (), {"db": {"port": 3306}, "path": None, "secrets": {}})()
+        self.records = []
+
+    def record(self, host, step, status, note=""):
+        self.records.append((host.name, step))
+
+
+class AdminDb:
+    """A logged-in admin session: mysql.user holds `rows` admin accounts."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def cursor(self):
+        db = self
+
+        class Cur:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *a):
+                return False
+
+            def execute(self, stmt, args=None):
+                assert stmt.startswith("SELECT COUNT(*) AS n FROM mysql.user"), stmt
+
+            def fetchall(self):
+                return [{"n": db.rows}]
+        return Cur()
+
+
+def login_world(monkeypatch, *, account: int, password_ok: bool = True):
+    """open_node against a node with `account` admin rows (0 missing, 2 complete); what it
+    asked and did is returned."""
+    seen = {"exists": 0, "created": 0, "logins": 0}
+    state = {"rows": account}
+
+    def connect(conn, *, user, password, **kw):
+        seen["logins"] += 1
+        if state["rows"] == 0 or not password_ok:
+            raise session.pymysql.err.OperationalError(1045, "Access denied")
+        return AdminDb(state["rows"])
+
+    def exists(conn):
+        seen["exists"] += 1
+        return state["rows"] == len(sql.ADMIN_HOSTS)
+
+    def create(conn, d, pw):
+        seen["created"] += 1
+        state["rows"] = len(sql.ADMIN_HOSTS)
+
+    monkeypatch.setattr(session, "mysql_connect", connect)
+    monkeypatch.setattr(session, "admin_exists", exists)
+    monkeypatch.setattr(session, "create_admin", create)
+    monkeypatch.setattr(session.facts, "server_version", lambda conn, name: D)
+    monkeypatch.setattr(session.secrets, "accepted", lambda *a: None)
+    monkeypatch.setattr(session.secrets, "refused", lambda *a: None)
+    return seen
+
+
+def test_set_up_node_logs_in_without_asking_whether_the_account_exists(monkeypatch):
+    seen = login_world(monkeypatch, account=2)
+    r = LoginRun()
+    node = session.open_node(r, object(), A, "pw")
+    assert node.db is not None
+    assert seen == {"exists": 0, "created": 0, "logins": 1} and r.records == []
+
+
+def test_missing_account_is_created_after_the_refused_login(monkeypatch):
+    seen = login_world(monkeypatch, account=0)
+    r = LoginRun()
+    assert session.open_node(r, object(), A, "pw").db is not None
+    assert seen == {"exists": 1, "created": 1, "logins": 2}
+    assert r.records == [("k3s-db-01", "admin account")]
+
+
+def test_wrong_password_for_an_existing_account_creates_nothing(monkeypatch):
+    seen = login_world(monkeypatch, account=2, password_ok=False)
+    with pytest.raises(session.InputError, match="1045"):
+        session.open_node(LoginRun(), object(), A, "wrong")
+    assert seen["created"] == 0 and seen["exists"] == 1
+
+
+def test_half_made_account_is_completed(monkeypatch):
+    seen = login_world(monkeypatch, account=1)
+    r = LoginRun()
+    session.open_node(r, object(), A, "pw")
+    assert seen["created"] == 1 and r.records == [("k3s-db-01", "admin account")]
+
+
+def test_known_admin_password_asks_no_node(monkeypatch):
+    monkeypatch.setattr(session.secrets, "known", lambda name, inv: "pw")
+    asked = []
+
+    class R:
+        inv, yes = None, False
+
+        def each(self, hosts, fn):
+            asked.append(fn)
+            return {}
+
+    monkeypatch.setattr(session, "admin_exists", lambda conn: 1 / 0)
+    assert session.admin_password(R(), []) == "pw"
+    assert len(asked) == 1  # the server version only
