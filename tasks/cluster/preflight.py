@@ -114,8 +114,18 @@ def run_checks(r: Run) -> Report:
     for name, finding in v.clock_findings({n: f.clock for n, f in reachable.items()
                                            if f.clock}).items():
         report.add(name, "clock", finding)
-    for vip in inv.vips.values():
-        _vip_findings(r, vip, all_facts, report)
+    vips = list(inv.vips.values())
+    # side by side (each waits on its pair's answers), unless a balancer serves two VIPs:
+    # one multicast exchange at a time on a host
+    pairs = [{h.name for h in inv.with_role(vip.role)} for vip in vips]
+    disjoint = sum(map(len, pairs)) == len(set().union(*pairs))
+    done = fan_out(vips, lambda vip: _vip_findings(r, vip, all_facts), parallel=disjoint)
+    for vip in vips:
+        ok, found = done[vip]
+        if not ok:
+            raise found
+        for row, check, finding in found:
+            report.add(row, check, finding)
     return report
 
 
@@ -144,15 +154,16 @@ def ports_needed(inv: Inventory, h: Host) -> dict[int, str]:
     return v.ports_needed(inv, h) | extra
 
 
-def _vip_findings(r: Run, vip: Vip, all_facts: dict[str, HostFacts], report: Report) -> None:
+def _vip_findings(r: Run, vip: Vip, all_facts: dict[str, HostFacts]
+                 ) -> list[tuple[str, str, Finding]]:
     """The VIP's interface on each of its balancers, multicast within the pair, and
     whether anything but our balancers already holds or answers at the address."""
     members = [all_facts[h.name] for h in r.inv.with_role(vip.role)
                if all_facts[h.name].error is None]
-    with_iface = []
+    out, with_iface = [], []
     for f in members:
         found = v.interface_finding(vip, f.links)
-        report.add(f.host.name, "vip interface", found)
+        out.append((f.host.name, "vip interface", found))
         if found.level is not Level.ERROR:
             with_iface.append(f.host)
     holders = tuple(n for n, f in all_facts.items() if vip.address in f.addrs)
@@ -163,11 +174,11 @@ def _vip_findings(r: Run, vip: Vip, all_facts: dict[str, HostFacts], report: Rep
     failed = [val for ok, val in done.values() if not ok]
     if failed:
         raise failed[0]
-    for name, finding in done["multicast"][1].items():
-        report.add(name, "multicast", finding)
+    out += [(name, "multicast", finding) for name, finding in done["multicast"][1].items()]
     seen = v.VipSeen(holders, done["answering"][1])
-    report.add(f"vip {vip.key} {vip.address}", "vip free",
-               v.vip_free_finding(vip, [h.name for h in r.inv.with_role(vip.role)], seen))
+    out.append((f"vip {vip.key} {vip.address}", "vip free",
+                v.vip_free_finding(vip, [h.name for h in r.inv.with_role(vip.role)], seen)))
+    return out
 
 
 def _multicast(r: Run, vip: Vip, pair: list[Host]) -> dict[str, Finding]:

@@ -15,7 +15,7 @@ from invoke import Context
 from ..core.cli import say
 from ..core.errors import StepFailed
 from ..core.inventory import Inventory
-from ..core.run import OK, poll, run_session
+from ..core.run import OK, fan_out, poll, run_session
 from ..facts import datastore, vrrp
 from ..facts import mysql as facts
 
@@ -106,22 +106,30 @@ def verify(c: Context, dry: bool = False, yes: bool = False) -> None:
         return
     with run_session(c, "cluster.deploy: verify", yes=yes) as r:
         hosts = r.inv.with_role("k3s-balancer") + r.inv.with_role("db-balancer")
-        by_key = vrrp.members(r.inv, vrrp.observe_all(r, hosts))
+        servers = bool(r.inv.with_role("k3s-server"))
+        # the three tiers are read side by side: each is a few round trips of its own
+        jobs: dict[str, Callable[[], Any]] = {
+            "vips": lambda: vrrp.members(r.inv, vrrp.observe_all(r, hosts)),
+            "writer": lambda: datastore.find_writer(r),
+            "nodes": lambda: check_ready(r) if servers else []}  # raises: every node not Ready
+        done = fan_out(list(jobs), lambda k: jobs[k]())
+        for key in ("nodes", "vips", "writer"):
+            if not done[key][0]:
+                raise done[key][1]
         bad = []
-        for key, seen in by_key.items():
+        for key, seen in done["vips"][1].items():
             v = vrrp.verdict(key, r.inv.vips[key], seen)
             if v.ok:
                 r.record(v.holders[0], f"{key} VIP", OK, v.text)
             else:
                 bad.append(f"{key} VIP: {v.text}")
-        w = datastore.find_writer(r)
+        w = done["writer"][1]
         if w.host is None:
             bad.append(f"datastore VIP: no writer ({w.reason})")
         else:
             r.record(w.via or w.host, "datastore writer", OK, w.host)
-        if r.inv.with_role("k3s-server"):
-            nodes = check_ready(r)  # raises naming every node not Ready
-            say(f"  k3s: {len(nodes)} nodes Ready")
+        if servers:
+            say(f"  k3s: {len(done['nodes'][1])} nodes Ready")
         if bad:
             raise StepFailed("verify: " + "; ".join(bad) + ". Fix: fab cluster.status shows "
                              "every tier")

@@ -59,15 +59,20 @@ def parse_cgroup_unit(text: str) -> str:
 
 
 def listeners(conn: Connection) -> list[Listener]:
-    """TCP listening sockets, each with the systemd unit of its process."""
-    socks = parse_ss(sh(conn, "ss -Hltnp", write=False).stdout)
-    pids = sorted({s.pid for s in socks if s.pid})
-    if not pids:
-        return socks
-    script = "; ".join(f"echo @{p}; cat /proc/{p}/cgroup 2>/dev/null" for p in pids)
-    units = {int(k): parse_cgroup_unit(v) for k, v in _sections(
-        sh(conn, script, write=False, warn=True).stdout).items()}
+    """TCP listening sockets, each with the systemd unit of its process (one round trip:
+    ss, then each listening pid's cgroup)."""
+    out = sh(conn, LISTENERS_SCRIPT, write=False).stdout  # ss failing: an error, not none
+    ss_text, _, cgroups = out.partition(CGROUPS_MARK + "\n")
+    socks = parse_ss(ss_text)
+    units = {int(k): parse_cgroup_unit(v) for k, v in _sections(cgroups).items()
+             if k.isdigit()}
     return [Listener(s.address, s.port, s.process, s.pid, units.get(s.pid, "")) for s in socks]
+
+
+CGROUPS_MARK = "@@cgroups"
+LISTENERS_SCRIPT = ('s=$(ss -Hltnp) || exit; printf "%s\\n" "$s"; echo ' + CGROUPS_MARK + '; '
+                    'for p in $(printf "%s\\n" "$s" | grep -o "pid=[0-9]*" | cut -d= -f2 | '
+                    'sort -u); do echo "@$p"; cat "/proc/$p/cgroup" 2>/dev/null; done')
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -115,8 +120,9 @@ class ClockSample:
 
 def clock(conn: Connection) -> ClockSample:
     """The host's wall clock via `date +%s.%N` (found through the login PATH, so a
-    PATH-first `date` shim can stand in for a skewed clock in the lab)."""
-    sh(conn, "true", write=False)  # session warm: the round trip bounds the error
+    PATH-first `date` shim can stand in for a skewed clock in the lab). Asked on a
+    connection already open (preflight's basics ran on it): the round trip bounds the
+    error, with no handshake in it."""
     before = time.time()
     out = sh(conn, "date +%s.%N", write=False).stdout
     after = time.time()
@@ -237,12 +243,12 @@ class SourceCheck:
     error: str = ""
 
 
-# apt's own retry settings apply; one more try a second later rides out a proxy that
+# apt's own retry settings apply; two more tries 0.3 s apart ride out a proxy that
 # failed two clients refreshing the same file at once (apt-cacher-ng 3.7.4, README: lab).
 # Every suite is fetched at once, in one round trip: `@N RC` then that fetch's output.
 _FETCH_FN = ('d=$(mktemp -d); trap \'rm -rf "$d"\' EXIT; '
-             'f() { for i in 1 2; do /usr/lib/apt/apt-helper download-file "$1" "$d/f$2" '
-             '>"$d/o$2" 2>&1 && { echo 0 >"$d/rc$2"; return; }; sleep 1; done; '
+             'f() { for i in 1 2 3; do /usr/lib/apt/apt-helper download-file "$1" "$d/f$2" '
+             '>"$d/o$2" 2>&1 && { echo 0 >"$d/rc$2"; return; }; sleep 0.3; done; '
              'echo 1 >"$d/rc$2"; }; ')
 
 

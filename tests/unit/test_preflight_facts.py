@@ -150,3 +150,28 @@ def test_parallel_fetches_each_reported_with_its_error():
     got = hf.parse_fetches(out, uris)
     assert [c.ok for c in got] == [True, False, False]
     assert "404" in got[1].error and "no result" in got[2].error
+
+
+def test_listeners_script_run_by_a_real_shell(monkeypatch):
+    """One round trip: this process's listening socket comes back with its pid, and each
+    pid's cgroup section is read (here, where ss and /proc are real)."""
+    import os
+    import socket
+    import subprocess
+
+    ran = []
+
+    def local_sh(conn, cmd, **kw):
+        ran.append(cmd)
+        p = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return p
+
+    monkeypatch.setattr(f, "sh", local_sh)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        found = [x for x in f.listeners(None) if x.port == port]
+    assert len(ran) == 1
+    assert [(x.address, x.pid) for x in found] == [("127.0.0.1", os.getpid())]
