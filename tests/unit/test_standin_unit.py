@@ -649,6 +649,18 @@ def test_zipapp_runs_alone_with_its_pymysql(zipapp_k3s):
     assert p.stdout.strip().startswith(str(zipapp_k3s))
 
 
+def test_zipapp_modules_load_from_their_bytecode(zipapp_k3s):
+    """Each module is imported from the .pyc the build put beside it (zipimport writes no
+    cache: without them every `k3s ...` run compiled them all first)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import standin.agent, "
+            "standin.kubectl, standin.server, pymysql; print(standin.agent.__file__, "
+            "standin.kubectl.__file__, standin.server.__file__, pymysql.__file__)")
+    p = subprocess.run([sys.executable, "-I", "-c", code, str(zipapp_k3s)],
+                       capture_output=True, text=True, timeout=30, cwd="/")
+    assert p.returncode == 0, p.stderr
+    assert all(f.endswith(".pyc") for f in p.stdout.split()), p.stdout
+
+
 @pytest.mark.parametrize("argv,word", [
     (["server", "--bogus"], "unrecognized arguments: --bogus"),
     (["frobnicate"], "unknown command"),
