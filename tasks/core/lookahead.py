@@ -5,8 +5,9 @@ binary's sha256, a unit's state. Asked one by one, each is a remote command (~50
 lab, sshd's session setup); a no-op k3s node was twelve of them. `ops.looked(conn, ...)`
 reads them all with one script (`script`, parsed by `parse`) and keeps the answers for the
 block; `ssh.read_file`, `ssh.read_file_meta`, `ops.ensure_dir`, `ops.service_state` ... take
-theirs from it. Any command that may write on that host (`ssh.sh` with write=True, which
-uploads go through too) drops them, so nothing read before a change is used after it.
+theirs from it. Any command that may write on that host (`ssh.sh` with write=True) drops
+them, so nothing read before a change is used after it; a primitive's own write that
+names the paths it touches drops only those.
 
 Kept per thread and per connection: parallel steps sharing a connection never see each
 other's answers.
@@ -120,8 +121,16 @@ def remember(conn: object, look: Look) -> None:
     _store(conn)[id(conn)] = look
 
 
-def forget(conn: object) -> None:
-    _store(conn).pop(id(conn), None)
+def forget(conn: object, paths: tuple[str, ...] | None = None) -> None:
+    """Drop what was read on `conn`: all of it, or only what concerns `paths`."""
+    if paths is None:
+        _store(conn).pop(id(conn), None)
+        return
+    look = held(conn)
+    if look is not None:
+        for table in (look.stats, look.contents, look.sums):
+            for p in paths:
+                table.pop(p, None)
 
 
 def held(conn: object) -> Look | None:

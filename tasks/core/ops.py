@@ -143,7 +143,7 @@ def ensure_file(conn: Connection, path: str, content: str | bytes, *, mode: str 
             print(f"[{name}] would set {path} to mode {mode} owner {owner}:{group} (was {st})")
             return True
         q = shlex.quote(path)
-        sh(conn, f"chown {owner}:{group} {q} && chmod {mode} {q}")
+        sh(conn, f"chown {owner}:{group} {q} && chmod {mode} {q}", touches=(path,))
         return True
     if is_dry(conn):
         if secret:
@@ -154,22 +154,23 @@ def ensure_file(conn: Connection, path: str, content: str | bytes, *, mode: str 
     tmp = f"/tmp/.k3sha-{uuid.uuid4().hex}"
     staged = f"{path}.k3sha-new"
     qt, qs, qp = shlex.quote(tmp), shlex.quote(staged), shlex.quote(path)
+    touched = (path, staged, f"{path}.bak")
     put_private(conn, io.BytesIO(data), tmp)
-    try:
-        sh(conn, f"install -m {mode} -o {owner} -g {group} {qt} {qs}")
-    finally:
-        sh(conn, f"rm -f {qt}", warn=True)
-    if validate:
-        res = sh(conn, validate.replace("%s", qs), warn=True)
-        if res.exited != 0:
-            sh(conn, f"rm -f {qs}", warn=True)
-            out = (res.stdout + res.stderr).strip()
-            raise StepFailed(f"{name}: the new {path} failed validation ({validate.split()[0]} "
-                             f"exit {res.exited}); the live file is untouched:\n    "
-                             + "\n    ".join(out.splitlines()[-12:]))
-    if backup and current is not None:
-        sh(conn, f"cp -p {qp} {qp}.bak")
-    sh(conn, f"mv -f {qs} {qp}")
+    stage = f"install -m {mode} -o {owner} -g {group} {qt} {qs}"
+    replace = (f"cp -p {qp} {qp}.bak && " if backup and current is not None else "") + \
+        f"mv -f {qs} {qp}"
+    if not validate:  # one round trip: stage, keep the old one, replace
+        sh(conn, f"{stage} && {replace}; rc=$?; rm -f {qt}; exit $rc", touches=touched)
+        return True
+    sh(conn, f"{stage}; rc=$?; rm -f {qt}; exit $rc", touches=touched)
+    res = sh(conn, validate.replace("%s", qs), warn=True, touches=touched)
+    if res.exited != 0:
+        sh(conn, f"rm -f {qs}", warn=True, touches=touched)
+        out = (res.stdout + res.stderr).strip()
+        raise StepFailed(f"{name}: the new {path} failed validation ({validate.split()[0]} "
+                         f"exit {res.exited}); the live file is untouched:\n    "
+                         + "\n    ".join(out.splitlines()[-12:]))
+    sh(conn, replace, touches=touched)
     return True
 
 
@@ -180,7 +181,8 @@ def ensure_dir(conn: Connection, path: str, *, mode: str = "0755", owner: str = 
     if st == want:
         return False
     q = shlex.quote(path)
-    sh(conn, f"mkdir -p {q} && chown {owner}:{group} {q} && chmod {mode} {q}")
+    sh(conn, f"mkdir -p {q} && chown {owner}:{group} {q} && chmod {mode} {q}",
+       touches=(path,))
     return True
 
 

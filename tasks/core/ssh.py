@@ -240,7 +240,8 @@ class WholeInput(io.StringIO):
 
 
 def sh(conn: Connection, cmd: str, *, stdin: str | None = None, warn: bool = False,
-       write: bool = True, timeout: int | None = None, mask: str = "") -> Any:
+       write: bool = True, timeout: int | None = None, mask: str = "",
+       touches: tuple[str, ...] | None = None) -> Any:
     """Run `cmd` as root on the host (sudo -n for non-root users).
 
     stdin: data for the command's standard input (the way to pass secrets: never in argv).
@@ -249,6 +250,8 @@ def sh(conn: Connection, cmd: str, *, stdin: str | None = None, warn: bool = Fal
     is stopped there (a local timeout alone would leave it running, holding its locks)
     and exits 124.
     mask: a substring hidden from debug logs.
+    touches: the only paths a write changes (the primitives' own commands): a `looked`
+    block then keeps what it read of other paths; otherwise a write drops all of it.
     Raises StepFailed naming the host and the failing command unless warn=True.
     """
     if timeout is not None:
@@ -260,7 +263,7 @@ def sh(conn: Connection, cmd: str, *, stdin: str | None = None, warn: bool = Fal
     shown = cmd.replace(mask, "***") if mask else cmd
     name = host_name(conn)
     if write:  # it may change what a `looked` block read
-        lookahead.forget(conn)
+        lookahead.forget(conn, touches)
     if write and is_dry(conn):
         print(f"[{name}] would run: {shown}")
         return _DryResult()
@@ -370,9 +373,18 @@ def family_of(vals: dict[str, str]) -> str:
 
 
 def put_private(conn: Connection, local: Any, remote_path: str) -> None:
-    """SFTP upload (as the login user, who may not be root) into a file created beforehand
-    mode 0600 and owned by that user, so the data is never readable by anyone else."""
-    sh(conn, f"install -m 600 -o {shlex.quote(conn.user)} /dev/null {shlex.quote(remote_path)}")
-    conn.put(local, remote_path)
-
-
+    """SFTP upload (as the login user, who may not be root) into a new file (O_EXCL: never
+    one that exists, nor a link) made mode 0600 before its first byte is written, so the
+    data is never readable by anyone else. SFTP only: no remote command, and so nothing a
+    `looked` block read is dropped (the file is a new temp name)."""
+    sftp = conn.sftp()
+    src = local if hasattr(local, "read") else open(local, "rb")  # noqa: SIM115
+    try:
+        with sftp.open(remote_path, "wbx") as f:
+            f.chmod(0o600)
+            f.set_pipelined(True)
+            while chunk := src.read(1 << 15):
+                f.write(chunk)
+    finally:
+        if src is not local:
+            src.close()

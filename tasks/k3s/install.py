@@ -94,10 +94,8 @@ def ensure_upload(conn: Connection, local: Path, remote: str, mode: str) -> bool
     staged = f"{remote}.k3sha-new"
     qt, qs, qr = shlex.quote(tmp), shlex.quote(staged), shlex.quote(remote)
     put_private(conn, str(local), tmp)
-    try:
-        sh(conn, f"install -D -m {mode} -o root -g root {qt} {qs} && mv -f {qs} {qr}")
-    finally:
-        sh(conn, f"rm -f {qt}", warn=True)
+    sh(conn, f"install -D -m {mode} -o root -g root {qt} {qs} && mv -f {qs} {qr}; rc=$?; "
+             f"rm -f {qt}; exit $rc", touches=(remote, staged))
     return True
 
 

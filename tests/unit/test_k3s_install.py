@@ -17,7 +17,7 @@ from tasks.core.run import Run
 from tasks.k3s import config as kc, install, nodes
 from tasks.k3s.token import parse_token
 
-from tests.unit import fakelook
+from tests.unit import fakelook, fakesftp
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = parse_token(f"K10{'ab' * 32}::server:SERVERSECRETzz99")
@@ -87,6 +87,10 @@ class FakeHost(Context):
                           exited=0 if self.version else 1)
         if "get nodes -o json" in command:
             return Result(self.nodes_json, exited=0 if self.nodes_json else 1)
+        if "systemctl" in command and "--no-block" in command:  # nodes.start
+            self.active = "active"
+            (self.peer or self).nodes_json = _ready("k3s-agent-01")
+            return Result("2025-01-30 10:00:00\n" if command.startswith("date ") else "")
         if command.startswith("date "):
             return Result("2025-01-30 10:00:00\n")
         if command.startswith("journalctl"):
@@ -95,16 +99,14 @@ class FakeHost(Context):
             self.files[kc.Role.AGENT.env_path] = kc.render_env(
                 {k: v for k, v in _sourced(stream.getvalue()).items() if k.startswith("K3S_")})
             self.files[kc.Role.AGENT.unit_path] = "[Unit]\n"
-        if "systemctl" in command and "--no-block" in command:
-            self.active = "active"
-            (self.peer or self).nodes_json = _ready("k3s-agent-01")
         return Result("")
 
     def journal(self) -> str:
         return ""
 
-    def put(self, local: Any, remote_path: str) -> None:
-        self.calls.append((f"<put {remote_path}>", ""))
+    def sftp(self) -> fakesftp.FakeSftp:
+        return fakesftp.FakeSftp(lambda path, data, mode: self.calls.append(
+            (f"<put {path}>", "")))
 
 
 def _sourced(text: str) -> dict[str, str]:
@@ -200,7 +202,7 @@ def test_changed_config_restarts_without_running_the_installer() -> None:
     assert nodes.ensure_node(Run(Context(), "t", inv=inv), host, _spec(inv), api,
                              timeout=5) is True
     cmds = host.commands()
-    assert any("systemctl daemon-reload && systemctl enable --no-reload -q k3s-agent && "
+    assert any("systemctl daemon-reload; } && systemctl enable --no-reload -q k3s-agent && "
                "systemctl restart --no-block k3s-agent" in c for c in cmds)
     assert not any("set -a" in c for c in cmds)
 

@@ -93,3 +93,20 @@ def test_another_thread_on_the_same_connection_reads_the_host() -> None:
         t.start()
         t.join()
     assert seen == [None]
+
+
+def test_a_write_that_names_its_paths_drops_only_those() -> None:
+    host = Host()
+    look = lookahead.Look(contents={"/etc/x": b"abc", "/etc/y": b"zzz"},
+                          stats={"/etc/x": None, "/etc/y": None})
+    lookahead.remember(host, look)
+    try:
+        ssh.sh(host, "mv -f /etc/x.new /etc/x", touches=("/etc/x",))
+        assert ssh.read_file(host, "/etc/y") == b"zzz"  # still the look's answer
+        assert len(host.calls) == 1
+        ssh.read_file_meta(host, "/etc/x")  # asked again
+        assert len(host.calls) == 2
+        ssh.sh(host, "systemctl restart foo")  # names nothing: everything is dropped
+        assert lookahead.held(host) is None
+    finally:
+        lookahead.forget(host)

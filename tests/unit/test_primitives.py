@@ -13,6 +13,7 @@ from invoke import Config, Context, MockContext, Result
 from tasks.core import ops, run, ssh
 from tasks.core.errors import InputError, StepFailed
 from tasks.core.inventory import Host
+from tests.unit.fakesftp import FakeSftp
 
 USER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
@@ -33,9 +34,12 @@ class LocalConn(Context):
         self.commands.append(command)
         return super().run(command, **kw)
 
-    def put(self, local, remote_path):
-        with open(remote_path, "wb") as f:
-            f.write(local.read())
+    def sftp(self):
+        def write(path, data, mode):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        return FakeSftp(write)
 
 
 @pytest.fixture
@@ -367,7 +371,7 @@ def test_ensure_file_never_puts_content_in_argv(tmp_path, conn, secret):
     os.chmod(target, 0o600)
     ops.ensure_file(conn, str(target), f"PASSWORD={MARKER}-2\n", **_meta(), secret=secret)
     assert target.read_text() == f"PASSWORD={MARKER}-2\n"
-    assert len(conn.commands) > 6
+    assert len(conn.commands) == 6  # each call: one read, one write (the content: sftp)
     assert not [c for c in conn.commands if MARKER in c], "content appeared in a command line"
 
 
@@ -414,3 +418,27 @@ def test_stdin_reaches_the_command_in_one_read():
     res = Context().run("cat", in_stream=stream, hide=True)
     assert res.stdout == data
     assert len([r for r in reads if r]) == 1
+
+
+def test_new_file_is_one_write_and_the_upload_is_private_from_its_first_byte(tmp_path):
+    """A new or replaced file: its content by sftp into a new 0600 temp file (mode set
+    before any byte), then one command stages, backs up and replaces it."""
+    seen = []
+
+    class Recording(LocalConn):
+        def sftp(self):
+            sftp = super().sftp()
+            real = sftp.on_close
+            sftp.on_close = lambda path, data, mode: (seen.append((path, mode)),
+                                                      real(path, data, mode))
+            return sftp
+
+    conn = Recording()
+    target = tmp_path / "app.cfg"
+    target.write_text("old\n")
+    os.chmod(target, 0o640)
+    assert ops.ensure_file(conn, str(target), "new\n", **_meta()) is True
+    writes = [c for c in conn.commands if not c.startswith("test -e")]
+    assert len(writes) == 1, conn.commands
+    assert [m for _, m in seen] == [0o600] and not os.path.exists(seen[0][0])  # tmp removed
+    assert (tmp_path / "app.cfg.bak").read_text() == "old\n" and target.read_text() == "new\n"
