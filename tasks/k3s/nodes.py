@@ -173,14 +173,18 @@ def already_in_effect(r: Run, conn: Connection, api: Connection, spec: NodeSpec)
 
 
 def start(conn: Connection, role: Role, *, restart: bool) -> str:
-    """Enable and start (or restart) the unit without waiting on it, with one systemd
-    reload (the installer runs with INSTALL_K3S_SKIP_ENABLE; `enable` alone would reload
-    again); the host's time before, for the journal."""
-    since = sh(conn, "date '+%Y-%m-%d %H:%M:%S'", write=False).stdout.strip()
-    verb = "restart" if restart else "start"
-    sh(conn, f"systemctl daemon-reload && systemctl enable --no-reload -q {role.unit} && "
-             f"systemctl {verb} --no-block {role.unit}")
-    return since
+    """Enable and start (or restart) the unit without waiting on it; the host's time just
+    before, for the journal, read in the same round trip. systemd is reloaded only when it
+    says the unit needs it (NeedDaemonReload: a unit it loaded before and the installer
+    rewrote); a unit new to it is loaded from disk when asked for. [lab] eight containers
+    reloading at once took 0.8 s each, one alone 0.15 s. The installer runs with
+    INSTALL_K3S_SKIP_ENABLE (it would reload twice), so enabling is ours."""
+    verb, u = ("restart" if restart else "start"), role.unit
+    out = sh(conn, f"date '+%Y-%m-%d %H:%M:%S' && "
+                   f"{{ [ \"$(systemctl show -p NeedDaemonReload --value {u})\" = no ] || "
+                   f"systemctl daemon-reload; }} && systemctl enable --no-reload -q {u} && "
+                   f"systemctl {verb} --no-block {u}").stdout
+    return out.splitlines()[0].strip() if out.strip() else ""
 
 
 def wait_ready(r: Run, conn: Connection, spec: NodeSpec, api: Connection, since: str,
