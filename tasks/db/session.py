@@ -193,7 +193,9 @@ def open_node(r: Run, conn: Connection, host: Host, password: str, *,
     try:
         node.db = _admin_login(r, conn, node, password)
     except pymysql.MySQLError as e:
-        refused = (e.args[0] if e.args else 0) == 1045
+        # no such account: 1130 (no account for the client's host) or 1045 (MySQL, or a
+        # wrong password: told apart by asking root over the socket)
+        refused = (e.args[0] if e.args else 0) in (1045, 1130)
         if not (refused and create and not admin_exists(conn)):
             raise _login_error(r, host, node, e) from None
         if r.dry:

@@ -249,7 +249,10 @@ def login_world(monkeypatch, *, account: int, password_ok: bool = True):
 
     def connect(conn, *, user, password, **kw):
         seen["logins"] += 1
-        if state["rows"] == 0 or not password_ok:
+        if state["rows"] == 0:  # what MariaDB says with no account for 127.0.0.1 at all
+            raise session.pymysql.err.OperationalError(
+                1130, "Host '127.0.0.1' is not allowed to connect to this MariaDB server")
+        if not password_ok:
             raise session.pymysql.err.OperationalError(1045, "Access denied")
         return AdminDb(state["rows"])
 
