@@ -193,10 +193,10 @@ def open_node(r: Run, conn: Connection, host: Host, password: str, *,
     try:
         node.db = _admin_login(r, conn, node, password)
     except pymysql.MySQLError as e:
-        # no such account: 1130 (no account for the client's host) or 1045 (MySQL, or a
-        # wrong password: told apart by asking root over the socket)
-        refused = (e.args[0] if e.args else 0) in (1045, 1130)
-        if not (refused and create and not admin_exists(conn)):
+        # how a server refuses a missing account varies (1045; MariaDB 1130 when no account
+        # matches 127.0.0.1, 1698 when the host resolves to localhost): whether it exists
+        # is asked of root over the socket, whatever the refusal said
+        if not (create and not admin_exists(conn)):
             raise _login_error(r, host, node, e) from None
         if r.dry:
             say(f"[{host.name}] would create {sql.ADMIN_USER}@127.0.0.1/localhost")

@@ -241,7 +241,12 @@ class AdminDb:
         return Cur()
 
 
-def login_world(monkeypatch, *, account: int, password_ok: bool = True):
+MISSING = [(1130, "Host '127.0.0.1' is not allowed to connect to this MariaDB server"),
+           (1698, "Access denied for user 'k3sha_admin'@'localhost'"),
+           (1045, "Access denied for user 'k3sha_admin'@'127.0.0.1' (using password: YES)")]
+
+
+def login_world(monkeypatch, *, account: int, password_ok: bool = True, missing=MISSING[0]):
     """open_node against a node with `account` admin rows (0 missing, 2 complete); what it
     asked and did is returned."""
     seen = {"exists": 0, "created": 0, "logins": 0}
@@ -249,9 +254,8 @@ def login_world(monkeypatch, *, account: int, password_ok: bool = True):
 
     def connect(conn, *, user, password, **kw):
         seen["logins"] += 1
-        if state["rows"] == 0:  # what MariaDB says with no account for 127.0.0.1 at all
-            raise session.pymysql.err.OperationalError(
-                1130, "Host '127.0.0.1' is not allowed to connect to this MariaDB server")
+        if state["rows"] == 0:  # what MariaDB says with no account for the client's host
+            raise session.pymysql.err.OperationalError(*missing)
         if not password_ok:
             raise session.pymysql.err.OperationalError(1045, "Access denied")
         return AdminDb(state["rows"])
@@ -281,8 +285,9 @@ def test_set_up_node_logs_in_without_asking_whether_the_account_exists(monkeypat
     assert seen == {"exists": 0, "created": 0, "logins": 1} and r.records == []
 
 
-def test_missing_account_is_created_after_the_refused_login(monkeypatch):
-    seen = login_world(monkeypatch, account=0)
+@pytest.mark.parametrize("missing", MISSING)
+def test_missing_account_is_created_after_the_refused_login(monkeypatch, missing):
+    seen = login_world(monkeypatch, account=0, missing=missing)
     r = LoginRun()
     assert session.open_node(r, object(), A, "pw").db is not None
     assert seen == {"exists": 1, "created": 1, "logins": 2}
