@@ -18,7 +18,7 @@ import base64
 import shlex
 import threading
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 MARK = "@@k3sha-look"
 
@@ -136,3 +136,11 @@ def forget(conn: object, paths: tuple[str, ...] | None = None) -> None:
 def held(conn: object) -> Look | None:
     """This thread's answers for `conn`, if a `looked` block holds any."""
     return _store(conn).get(id(conn))
+
+
+def seen(conn: object, table: str, key: str) -> tuple[bool, Any]:
+    """(True, the answer) when a `looked` block on this thread read `key` into `table`
+    ("stats", "contents", "sums" or "units"); (False, None): ask the host."""
+    look = held(conn)
+    answers = getattr(look, table) if look is not None else {}
+    return (True, answers[key]) if key in answers else (False, None)

@@ -101,24 +101,12 @@ def looked(conn: Connection, *, files: Iterable[str] = (), stats: Iterable[str] 
 def path_stat(conn: Connection, path: str) -> lookahead.Stat | None:
     """The path's mode/owner/size/kind, None if absent (read-only; a `looked` block's
     answer when it holds one)."""
-    look = lookahead.held(conn)
-    if look is not None and path in look.stats:
-        return look.stats[path]
+    hit, st = lookahead.seen(conn, "stats", path)
+    if hit:
+        return st  # type: ignore[no-any-return]
     q = shlex.quote(path)
     res = sh(conn, f"test -e {q} && stat -c '%a %U %G %s %F' {q}", warn=True, write=False)
     return lookahead.parse_stat(res.stdout.strip()) if res.exited == 0 else None
-
-
-def _stat(conn: Connection, path: str) -> tuple[str, str, str] | None:
-    look = lookahead.held(conn)
-    if look is not None and path in look.stats:
-        st = look.stats[path]
-        return st.meta if st else None
-    res = sh(conn, f"stat -c '%a %U %G' {shlex.quote(path)}", warn=True, write=False)
-    if res.exited != 0:
-        return None
-    mode, owner, group = res.stdout.split()
-    return mode.rjust(4, "0"), owner, group
 
 
 def ensure_file(conn: Connection, path: str, content: str | bytes, *, mode: str = "0644",
@@ -176,9 +164,9 @@ def ensure_file(conn: Connection, path: str, content: str | bytes, *, mode: str 
 
 def ensure_dir(conn: Connection, path: str, *, mode: str = "0755", owner: str = "root",
                group: str = "root") -> bool:
-    st = _stat(conn, path)
+    st = path_stat(conn, path)
     want = (mode.rjust(4, "0"), owner, group)
-    if st == want:
+    if st is not None and st.meta == want:
         return False
     q = shlex.quote(path)
     sh(conn, f"mkdir -p {q} && chown {owner}:{group} {q} && chmod {mode} {q}",
@@ -191,10 +179,9 @@ ENABLED_STATES = ("enabled", "static", "alias", "generated")
 
 def service_state(conn: Connection, name: str) -> tuple[bool, bool]:
     """(enabled, active) for a systemd unit."""
-    look = lookahead.held(conn)
-    if look is not None and name in look.units:
-        enabled_s, active_s = look.units[name]
-        return enabled_s in ENABLED_STATES, active_s == "active"
+    hit, unit = lookahead.seen(conn, "units", name)
+    if hit:
+        return unit[0] in ENABLED_STATES, unit[1] == "active"
     q = shlex.quote(name)
     out = sh(conn, f"echo \"$(systemctl is-enabled {q} 2>/dev/null)\"; systemctl is-active {q}",
              warn=True, write=False).stdout.split("\n")

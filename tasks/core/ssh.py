@@ -308,9 +308,9 @@ def probe(conn: Connection, cmd: str) -> int:
 
 def read_file(conn: Connection, path: str) -> bytes | None:
     """Remote file content, or None if it does not exist (read-only, runs in dry mode)."""
-    look = lookahead.held(conn)
-    if look is not None and path in look.contents:
-        return look.contents[path]
+    hit, data = lookahead.seen(conn, "contents", path)
+    if hit:
+        return data  # type: ignore[no-any-return]
     res = sh(conn, f"test -e {shlex.quote(path)} && base64 -w0 {shlex.quote(path)}",
              warn=True, write=False)
     if res.exited != 0:
@@ -322,10 +322,10 @@ def read_file_meta(conn: Connection, path: str
                    ) -> tuple[bytes | None, tuple[str, str, str] | None]:
     """(content, (mode, owner, group)) of a remote file in one round trip, (None, None) if
     it does not exist (read-only, runs in dry mode). Mode zero-padded to 4 digits."""
-    look = lookahead.held(conn)
-    if look is not None and path in look.contents:
-        st = look.stats[path]
-        return look.contents[path], st.meta if st else None
+    hit, data = lookahead.seen(conn, "contents", path)
+    if hit:
+        st = lookahead.seen(conn, "stats", path)[1]
+        return data, st.meta if st else None
     q = shlex.quote(path)
     res = sh(conn, f"test -e {q} && stat -c '%a %U %G' {q} && base64 -w0 {q}",
              warn=True, write=False)

@@ -197,9 +197,9 @@ def installed_version(conn: Connection) -> str:
 
 def unit_active(conn: Connection, unit: str) -> str:
     """systemctl is-active: active, activating, inactive, failed ... ('' when unknown)."""
-    look = lookahead.held(conn)
-    if look is not None and unit in look.units:
-        return look.units[unit][1]
+    hit, state = lookahead.seen(conn, "units", unit)
+    if hit:
+        return state[1]  # type: ignore[no-any-return]
     res = sh(conn, f"systemctl is-active {shlex.quote(unit)}", warn=True, write=False)
     return res.stdout.strip()
 

@@ -66,16 +66,10 @@ class FakeHost(Context):
                           if data is not None else "", exited=0 if data is not None else 1)
         m = re.match(r"test -e (\S+) && stat -c '%a %U %G %s %F' \1$", command)
         if m:  # ops.path_stat
-            data = self.files.get(m.group(1))
-            return Result(f"600 root root {len(data)} regular file\n" if data is not None
-                          else "", exited=0 if data is not None else 1)
-        m = re.match(r"test -[fs] (\S+)$", command)
-        if m:
-            return Result("", exited=0 if m.group(1) in self.files else 1)
-        if command.startswith("stat -c"):
-            path = command.split()[-1]
-            return Result(f"{self.modes.get(path, '600')} root root\n") if path in self.files \
-                else Result("", exited=1)
+            path = m.group(1)
+            data = self.files.get(path)
+            return Result(f"{self.modes.get(path, '600')} root root {len(data)} regular file\n"
+                          if data is not None else "", exited=0 if data is not None else 1)
         if command.startswith('echo "$(systemctl is-enabled '):  # ops.service_state
             return Result(f"enabled\n{self.active}\n")
         if command.startswith("systemctl is-active") and "; journalctl" in command:
