@@ -90,7 +90,11 @@ def looked(conn: Connection, *, files: Iterable[str] = (), stats: Iterable[str] 
     files: content + mode/owner; stats: mode/owner/size; sums: sha256; units: systemd."""
     text, asked = lookahead.script(files, stats, sums, units)
     res = sh(conn, text, write=False)
-    look = lookahead.parse(res.stdout, asked)
+    try:
+        look = lookahead.parse(res.stdout, asked)
+    except ValueError as e:  # the output was cut short: never taken as absent paths
+        raise StepFailed(f"{host_name(conn)}: {e}; nothing was changed. Fix: run again "
+                         "(the SSH session ended early)") from None
     lookahead.remember(conn, look)
     try:
         yield look

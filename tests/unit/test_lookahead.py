@@ -13,6 +13,7 @@ import pytest
 from invoke import Config, Context, Result
 
 from tasks.core import inventory, lookahead, ops, ssh
+from tasks.core.errors import StepFailed
 
 
 def run_local(text: str) -> str:
@@ -110,3 +111,11 @@ def test_a_write_that_names_its_paths_drops_only_those() -> None:
         assert lookahead.held(host) is None
     finally:
         lookahead.forget(host)
+
+
+def test_a_look_cut_short_stops_the_step_naming_the_host() -> None:
+    host = Host()  # answers one section only
+    with pytest.raises(StepFailed, match=r"h1: .*/etc/y.*nothing was changed"):
+        with ops.looked(host, files=["/etc/x", "/etc/y"]):
+            pass
+    assert lookahead.held(host) is None
