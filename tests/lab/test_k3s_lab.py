@@ -193,6 +193,15 @@ def test_airgap_folder_holds_the_standin(lab):
     assert "k3s-ha lab stand-in, NOT k3s" in out, out
 
 
+def test_standin_on_a_host_loads_its_modules_from_bytecode(lab, servers):
+    """The host's own python3 (Debian 12's) takes the zipapp's .pyc, not its .py: no
+    compiling on every `k3s ...` start (lab stand-in, NOT k3s)."""
+    files = ssh(lab, S1, "python3 -c 'import sys; sys.path.insert(0, \"/usr/local/bin/k3s\"); "
+                         "import standin.agent, standin.kubectl, pymysql; print(standin.agent."
+                         "__file__, standin.kubectl.__file__, pymysql.__file__)'")
+    assert len(files.split()) == 3 and all(f.endswith(".pyc") for f in files.split()), files
+
+
 def test_install_server_both_ready_and_tainted_no_secret_in_argv(lab, servers):
     out, seen = servers
     assert "changed" in recap(out)
