@@ -359,26 +359,32 @@ def node_status(n: Node, semi_sync_wanted: bool) -> dict[str, Any]:
         rep.last_io_errno and f"IO {rep.last_io_errno}: {rep.last_io_error[:60]}",
         rep.last_sql_errno and f"SQL {rep.last_sql_errno}: {rep.last_sql_error[:60]}") if e]
     acking = semi.source_on and semi.clients not in ("0", "?")
+    ro = facts.read_only(n)
     return {
         "node": n.name, "version": str(n.d), "IO": rep.io_running or "-",
         "SQL": rep.sql_running or "-", "lag": "-" if rep.lag is None else rep.lag,
         "errors": "; ".join(errors) or "-", "executed": executed, "gtid": executed or "-",
         "semi-sync": ("active" if acking else "NO REPLICA ACKING (async)"
                       if semi_sync_wanted else "off") + f" ({semi.clients} acks)",
-        "read_only": "ON" if facts.read_only(n) else "OFF",
-        "broken": replica_broken(rep),
+        "read_only": "ON" if ro else "OFF",
+        "broken": replica_broken(rep, standby=ro),
     }
 
 
-def replica_broken(rep: facts.ReplicaStatus) -> str:
+def replica_broken(rep: facts.ReplicaStatus, standby: bool = False) -> str:
     """Why a node's replica of its peer is broken ('' when it is not): a thread stopped
-    on an error or the SQL thread stopped. A stopped IO thread alone is the fence's guard."""
+    on an error or the SQL thread stopped. On the writer a stopped IO thread alone is the
+    fence's guard; on a standby (read-only) it means the standby receives nothing."""
     if not rep.configured:
         return "no replica of its peer configured. Fix: fab db.replicate"
     if rep.last_sql_errno or rep.sql_running != "Yes":
         return f"replica SQL thread stopped ({rep.describe()})"
     if rep.last_io_errno and rep.io_running != "Yes":
         return f"replica IO thread in error ({rep.describe()})"
+    if standby and rep.io_running == "No":
+        return ("replica IO thread stopped on the standby: it receives none of the writer's "
+                "commits. Fix: journalctl -u k3s-ha-db-health (its daemon restarts a thread "
+                "its guard stopped), else fab db.replicate")
     return ""
 
 
