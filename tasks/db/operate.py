@@ -1,11 +1,12 @@
 """Deliberate writer moves and repairs: `fab db.switchover` and `fab db.rejoin`.
 
 switchover: the writer moves only when asked, with zero lost writes: the sticky-writer
-entry is set to the peer on every db balancer's HAProxy (runtime API, the old writer's
-sessions cut there); the health daemons then hand over as in any failover: the old
-writer's turns it read-only and cuts its client sessions once HAProxy's checks name the
-peer, the peer's turns it writable only once the old writer is read-only and the peer has
-applied every GTID it holds. The old writer stays the standby, replicating as before.
+entry is set to the peer on every db balancer's HAProxy (runtime API; the old writer
+drained and its sessions cut there until the handoff); the health daemons then hand over
+as in any failover: the old writer's turns it read-only and cuts its client sessions once
+HAProxy's checks name the peer, the peer's turns it writable only once the old writer is
+read-only and the peer has applied every GTID it holds. The old writer stays the standby,
+replicating as before.
 
 rejoin: a node holding errant transactions (commits of a cut-off writer its peer never
 got; the health daemon fences it) is rebuilt from the current writer: its databases kept
@@ -98,12 +99,23 @@ def replication_broken(n: Node) -> str:
 
 
 def _switch(r: Run, p: Pair) -> None:
-    """HAProxy's writer entry moved to `p.new`; the health daemons do the handoff: the old
-    writer's turns it read-only and cuts its clients once the checks name the new one,
-    the new one's turns it writable only when the old one is read-only and every GTID
-    it holds is applied (files/db-health.py.j2)."""
-    _stick_all(r, p)
-    r.step(p.new.host, "writable (health daemon)", lambda: _wait_handoff(p) or True)
+    """HAProxy's writer entry moved to `p.new` on every db balancer, the old writer
+    drained there until the health daemons have handed over: the old writer's turns it
+    read-only and cuts its clients once the checks name the new one, the new one's turns
+    it writable only when the old one is read-only and every GTID it holds is applied
+    (files/db-health.py.j2)."""
+    be, bals = datastore.DB_BACKEND, r.inv.with_role("db-balancer")
+    for b in bals:  # a standby's check can be down while it catches up
+        r.step(b, f"{p.new.name} UP", lambda b=b: _wait_up(r.conn(b), be, p.new.name))
+    try:
+        for b in bals:
+            r.step(b, f"writer {p.new.name}", lambda b=b: _set_writer(r.conn(b), be, p))
+        r.step(p.new.host, "writable (health daemon)", lambda: _wait_handoff(p) or True)
+    finally:
+        for b in bals:
+            datastore.admin_command(r.conn(b), f"set server {be}/{p.old.name} state ready")
+    for b in bals:
+        _check_entry(r.conn(b), p)
 
 
 def _wait_handoff(p: Pair, timeout: float = 30) -> None:
@@ -117,38 +129,25 @@ def _wait_handoff(p: Pair, timeout: float = 30) -> None:
                          f"node's check says why), journalctl -u {SERVICE} on both")
 
 
-def _stick_all(r: Run, p: Pair) -> None:
-    """The writer entry (gpt0 of key 1) set to `p.new` on every db balancer's HAProxy:
-    first `p.new` UP on each (a standby's check can be down while it catches up: with the
-    old writer in maintenance and the new one DOWN, the next client went to the old one
-    and its answer set the entry back, [lab]); the old writer in maintenance, the entry
-    set, its sessions cut, read back; then the old writer ready again and the entry read
-    back once more."""
-    be, bals = datastore.DB_BACKEND, r.inv.with_role("db-balancer")
-    for b in bals:
-        r.step(b, f"{p.new.name} UP", lambda b=b: _wait_up(r.conn(b), be, p.new.name))
-    try:
-        for b in bals:
-            r.step(b, f"writer {p.new.name}", lambda b=b: _set_writer(r.conn(b), be, p))
-    finally:
-        for b in bals:
-            datastore.admin_command(r.conn(b), f"set server {be}/{p.old.name} state ready")
-    for b in bals:
-        _check_entry(r.conn(b), p)
-
-
 def _wait_up(conn: Any, be: str, name: str, timeout: float = 20) -> bool:
+    """False (nothing changed): `name` is UP in this HAProxy, waited for if need be."""
     def up() -> bool:
         return any(x.proxy == be and x.server == name and x.status.startswith("UP")
                    for x in show_stat(conn) or [])
     if not poll(up, timeout=timeout, interval=0.3)[0]:
         raise StepFailed(f"{name} is not UP in this HAProxy after {timeout:g} s although it "
                          "caught up: nothing switched. Fix: fab db.status (its check says why)")
-    return True
+    return False
 
 
 def _set_writer(conn: Any, be: str, p: Pair) -> bool:
-    for cmd in (f"set server {be}/{p.old.name} state maint",
+    """The old writer drained (no new client; its check goes on, so its health daemon
+    hears the new entry at once), the entry set to the new one, the old one's sessions
+    cut, the entry read back. Drained, not ready, until the handoff: were the new one's
+    check to fail meanwhile, a client sent to the old one would set the entry back with
+    its answer ([lab] 3 switchovers in 25 under load went back so, when the standby's
+    check still flapped); drained, no server takes it and the entry stays."""
+    for cmd in (f"set server {be}/{p.old.name} state drain",
                 f"set table {be} key 1 data.gpt0 {p.new.host.server_id}",
                 f"shutdown sessions server {be}/{p.old.name}"):
         datastore.admin_command(conn, cmd)
