@@ -98,6 +98,23 @@ def test_writer_partition_auto_increment(lab):
     assert kit.writer_host(lab) != writer, "no failback to the partitioned node"
 
 
+def test_the_standby_stays_up_under_a_steady_write_load(lab):
+    """[lab] judged at one instant, a standby under load failed its check about one read
+    in five (relay log not drained, Seconds_Behind_Master 1 across a second boundary) and
+    HAProxy marked it DOWN every few seconds; a switchover that met such a flap moved the
+    writer back (CI). Its health daemon now asks whether it applied what it had received a
+    second before: under a client writing as fast as it can, no DOWN in 15 s."""
+    standby = kit.DB2 if kit.writer_host(lab) == kit.DB1 else kit.DB1
+    since = int(time.time())
+    with kit.Writer(lab, table="k3s.t_steady") as w:
+        time.sleep(15)
+    assert len(w.acked) > 1000, len(w.acked)
+    for b in kit.DB_BALANCERS:
+        log = kit.on_host(lab, b, f"journalctl -u haproxy --since @{since} --no-pager -q "
+                          f"| grep -c 'Server k3s-db/{standby} is DOWN' || true")
+        assert log.strip() == "0", f"{b}: {standby} marked DOWN {log.strip()} times"
+
+
 def test_switchover_moves_the_writer_with_zero_lost_writes(lab):
     writer = kit.writer_host(lab)
     w = kit.Writer(lab, table="k3s.t_switch")
