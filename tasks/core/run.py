@@ -151,8 +151,10 @@ def recap_order(inventory_names: list[str], seen: list[str]) -> list[str]:
 class _Failures(K3sHaError):
     def __init__(self, failures: list[tuple[Host, BaseException]]):
         self.failures = failures
+        # every host failing the same way keeps that way's code (a wrong password typed
+        # once fails each db node: bad input, 2); mixed: a step failed, 1
         codes = {getattr(e, "exit_code", 1) for _, e in failures}
-        self.exit_code = 3 if codes == {3} else 1
+        self.exit_code = codes.pop() if len(codes) == 1 else 1
         lines = [f"{len(failures)} host(s) failed:"]
         for h, e in failures:
             msg = str(e) if isinstance(e, K3sHaError) else f"{type(e).__name__}: {e}"

@@ -343,7 +343,7 @@ def test_prompted_admin_password_is_saved_only_after_a_login_with_it(lab, monkey
 
 def test_wrong_admin_password_is_a_clear_error(lab):
     p = fab(lab, "db.status", env={"K3S_HA_DB_ADMIN_PASSWORD": "wrong"})
-    assert p.returncode == 1, p.stdout + p.stderr  # per-host failures: exit 1
+    assert p.returncode == 2, p.stdout + p.stderr  # bad input on every node: exit 2
     err = p.stderr
     assert DB1 in err and DB2 in err and "1045" in err and "db_admin_password" in err
     assert "wrong" not in err and "Traceback" not in err

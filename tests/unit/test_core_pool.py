@@ -184,3 +184,16 @@ def test_server_version_asked_once_per_connection_unless_it_failed() -> None:
     up = Shell({cmd: (0, "10.11.6-MariaDB-0+deb12u1\n")})
     assert mysql.server_version(up, "db1") is mysql.server_version(up, "db1")
     assert up.ran == [cmd] and mysql.server_version(up, "db1").mariadb
+
+
+def test_hosts_failing_the_same_way_keep_its_exit_code():
+    """A wrong admin password typed once fails every db node as bad input: exit 2, not 1
+    (the README's exit codes); connect failures everywhere: 3; mixed: 1."""
+    from tasks.core.errors import ConnectError, InputError, StepFailed
+    from tasks.core.run import _Failures
+    a, b = SimpleNamespace(name="db-1"), SimpleNamespace(name="db-2")
+    wrong = [(a, InputError("db-1: wrong password")), (b, InputError("db-2: wrong password"))]
+    assert _Failures(wrong).exit_code == 2
+    assert _Failures([(a, ConnectError("x")), (b, ConnectError("y"))]).exit_code == 3
+    assert _Failures([(a, InputError("x")), (b, StepFailed("y"))]).exit_code == 1
+    assert _Failures([(a, RuntimeError("boom"))]).exit_code == 1
