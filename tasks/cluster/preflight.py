@@ -115,11 +115,8 @@ def run_checks(r: Run) -> Report:
                                            if f.clock}).items():
         report.add(name, "clock", finding)
     vips = list(inv.vips.values())
-    # side by side (each waits on its pair's answers), unless a balancer serves two VIPs:
-    # one multicast exchange at a time on a host
-    pairs = [{h.name for h in inv.with_role(vip.role)} for vip in vips]
-    disjoint = sum(map(len, pairs)) == len(set().union(*pairs))
-    done = fan_out(vips, lambda vip: _vip_findings(r, vip, all_facts), parallel=disjoint)
+    done = fan_out(vips, lambda vip: _vip_findings(r, vip, all_facts),
+                   parallel=disjoint([{h.name for h in inv.with_role(x.role)} for x in vips]))
     for vip in vips:
         ok, found = done[vip]
         if not ok:
@@ -127,6 +124,12 @@ def run_checks(r: Run) -> Report:
         for row, check, finding in found:
             report.add(row, check, finding)
     return report
+
+
+def disjoint(pairs: list[set[str]]) -> bool:
+    """The VIPs' checks may run side by side (each waits on its pair's answers): no
+    balancer serves two VIPs, as one host runs one multicast exchange at a time (pure)."""
+    return sum(map(len, pairs)) == len(set().union(*pairs))
 
 
 def _host_findings(inv: Inventory, f: HostFacts, report: Report) -> None:

@@ -283,3 +283,11 @@ def test_peers_port_needed_on_db_balancers_with_the_shared_writer(inv):
     ss = 'LISTEN 0 5 0.0.0.0:10000 0.0.0.0:* users:(("nc",pid=77,fd=3))\n'
     found = v.ports_finding("dbb-1", ports_needed(inv, inv.host("dbb-1")), parse_ss(ss))
     assert found.level is v.Level.ERROR and "10000 (HAProxy peers" in found.message
+
+
+def test_vip_checks_run_side_by_side_only_when_no_balancer_serves_two_vips():
+    from tasks.cluster.preflight import disjoint
+    assert disjoint([{"api-1", "api-2"}, {"db-1", "db-2"}])
+    assert not disjoint([{"lb-1", "lb-2"}, {"lb-1", "lb-2"}])   # one pair serves both
+    assert not disjoint([{"lb-1", "api-2"}, {"lb-1", "db-2"}])  # one balancer shared
+    assert disjoint([{"lb-1", "lb-2"}]) and disjoint([])
