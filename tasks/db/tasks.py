@@ -280,7 +280,7 @@ def status(c: Context, yes: bool = False) -> None:
             except K3sHaError as e:
                 r.record(h, "status", FAILED)
                 return {"node": h.name, "version": "UNREACHABLE", "errors": str(e)[:100],
-                        "full_error": str(e)}
+                        "full_error": str(e), "bad_input": isinstance(e, InputError)}
 
         rows = r.each(db_hosts(r.inv), one, connect_first=False)
         w = datastore.find_writer(r)
@@ -307,9 +307,10 @@ def _say_writer(r: Run, w: datastore.Writer) -> None:
 
 
 def _fail_if_broken(r: Run, rows: dict[str, dict[str, Any]]) -> None:
-    down = [x["full_error"] for x in rows.values() if x["version"] == "UNREACHABLE"]
-    if down:
-        raise StepFailed("no status from " + "; ".join(down))
+    down = [x for x in rows.values() if x["version"] == "UNREACHABLE"]
+    if down:  # a wrong admin password on every node is bad input (exit 2), not a failure
+        raise (InputError if all(x["bad_input"] for x in down) else StepFailed)(
+            "no status from " + "; ".join(x["full_error"] for x in down))
     broken = [f"{x['node']}: {x['broken']}" for x in rows.values() if x.get("broken")]
     for x in rows.values():
         if x.get("broken"):

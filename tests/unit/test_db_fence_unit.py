@@ -424,3 +424,19 @@ def test_the_daemon_reads_mysql_gtid_sets_too():
     db.gtid = f"{u1}:1-5"
     ticks(ns, fence, 1)
     assert not db.ro
+
+
+def test_status_with_a_wrong_admin_password_everywhere_is_bad_input():
+    """db.status: every node refusing the admin password is bad input (exit 2, as the
+    README's exit codes say); a node down for another reason is a failure (exit 1)."""
+    from tasks.core.errors import InputError, StepFailed
+
+    def down(node, bad):
+        return {"node": node, "version": "UNREACHABLE", "full_error": f"{node}: 1045",
+                "bad_input": bad}
+    with pytest.raises(InputError) as e:
+        dbtasks._fail_if_broken(None, {"a": down("a", True), "b": down("b", True)})
+    assert e.value.exit_code == 2 and "a: 1045; b: 1045" in str(e.value)
+    with pytest.raises(StepFailed) as e:
+        dbtasks._fail_if_broken(None, {"a": down("a", True), "b": down("b", False)})
+    assert e.value.exit_code == 1
