@@ -115,6 +115,25 @@ def test_the_standby_stays_up_under_a_steady_write_load(lab):
         assert log.strip() == "0", f"{b}: {standby} marked DOWN {log.strip()} times"
 
 
+def test_a_standby_receiving_nothing_is_reported_and_its_daemon_restarts_the_thread(lab):
+    """The guard is read from mysqld, not the daemon's memory: a standby's IO thread
+    stopped while its daemon was down (as a daemon restarted while guarding left it [lab])
+    makes db.status fail naming it; the daemon, started again, restarts the thread."""
+    standby = kit.DB2 if kit.writer_host(lab) == kit.DB1 else kit.DB1
+    s = kit.admin(lab, standby)
+    io = lambda: s("SHOW SLAVE STATUS")[0]["Slave_IO_Running"]  # noqa: E731
+    kit.on_host(lab, standby, "systemctl stop k3s-ha-db-health")
+    try:
+        s("STOP SLAVE IO_THREAD")
+        st = kit.fab(lab, "db.status", "--yes")
+        assert st.returncode == 1, st.stdout + st.stderr
+        assert f"{standby}: replica IO thread stopped on the standby" in st.stderr, st.stderr
+    finally:
+        kit.on_host(lab, standby, "systemctl start k3s-ha-db-health")
+    assert kit.wait_for(lambda: io() == "Yes", 15), io()
+    assert kit.wait_for(lambda: kit.fab(lab, "db.status", "--yes").returncode == 0, 30)
+
+
 def test_switchover_moves_the_writer_with_zero_lost_writes(lab):
     writer = kit.writer_host(lab)
     w = kit.Writer(lab, table="k3s.t_switch")
