@@ -22,6 +22,7 @@ from . import sql
 
 HEALTH_BIN = "/usr/local/bin/k3s-ha-db-health"
 HEALTH_UNIT = "/etc/systemd/system/k3s-ha-db-health.service"
+HEALTH_SERVICE = HEALTH_UNIT.rsplit("/", 1)[-1].removesuffix(".service")
 
 
 def peer_of(inv: Inventory, h: Host) -> Host:

@@ -32,12 +32,11 @@ from ..facts import datastore
 from ..facts import mysql as facts
 from ..facts.haproxy import show_stat
 from . import replication, sql
-from .health import HEALTH_UNIT
+from .health import HEALTH_SERVICE as SERVICE
 from .seed import databases, seed
 from .session import Node, open_node, require_session
 
 BACKUP_DIR = "/var/backups/k3s-ha"
-SERVICE = HEALTH_UNIT.rsplit("/", 1)[-1].removesuffix(".service")
 
 
 @dataclass(frozen=True)

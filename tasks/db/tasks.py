@@ -24,7 +24,7 @@ from ..core.ssh import os_family, os_release
 from ..facts import datastore
 from ..facts import mysql as facts
 from . import accounts, replication, sql, tls
-from .health import ensure_health
+from .health import HEALTH_SERVICE, ensure_health
 from .seed import seed
 from .session import Node, admin_password, open_node, require_session, reset_admin
 
@@ -384,7 +384,7 @@ def replica_broken(rep: facts.ReplicaStatus, standby: bool = False) -> str:
         return f"replica IO thread in error ({rep.describe()})"
     if standby and rep.io_running == "No":
         return ("replica IO thread stopped on the standby: it receives none of the writer's "
-                "commits. Fix: journalctl -u k3s-ha-db-health (its daemon restarts a thread "
+                f"commits. Fix: journalctl -u {HEALTH_SERVICE} (its daemon restarts a thread "
                 "its guard stopped), else fab db.replicate")
     return ""
 
